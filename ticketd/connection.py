@@ -1,0 +1,139 @@
+"""Building Redis clients with timeouts that fail fast.
+
+redis-py's defaults wait on a dead server for many seconds (no socket timeout,
+retries with backoff). A ticket check sits on the path of a WebSocket handshake,
+so ticketd sets explicit connect/read timeouts and a retry budget of one quick
+retry; :class:`~ticketd.store.TicketStore` adds an overall deadline on top.
+
+One :class:`RedisOptions` describes standalone (``redis://``, ``rediss://``,
+``unix://``), Sentinel and Cluster deployments; the verifier and the service
+take the same options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.sentinel
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = ["RedisOptions", "async_client", "sync_client"]
+
+
+@dataclass(frozen=True, slots=True)
+class RedisOptions:
+    """Where Redis is and how long to wait for it."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    cluster: bool = False
+    """Connect with the Cluster protocol (``url`` names any one node)."""
+    sentinels: Sequence[tuple[str, int]] = ()
+    """Sentinel addresses; when set, ``sentinel_service`` names the master to follow."""
+    sentinel_service: str = "mymaster"
+    connect_timeout: float = 0.5
+    socket_timeout: float = 0.5
+    retries: int = 1
+    ssl_ca_file: str | None = None
+    ssl_cert_file: str | None = None
+    ssl_key_file: str | None = None
+    ssl_check_hostname: bool = True
+    max_connections: int = 256
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Further keyword arguments for the redis-py client (advanced)."""
+
+    def client_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "socket_connect_timeout": self.connect_timeout,
+            "socket_timeout": self.socket_timeout,
+            "retry_on_error": [RedisConnectionError, RedisTimeoutError, ConnectionResetError],
+        }
+        if self.url.startswith("rediss://"):
+            kwargs["ssl_check_hostname"] = self.ssl_check_hostname
+            if self.ssl_ca_file:
+                kwargs["ssl_ca_certs"] = self.ssl_ca_file
+            if self.ssl_cert_file:
+                kwargs["ssl_certfile"] = self.ssl_cert_file
+            if self.ssl_key_file:
+                kwargs["ssl_keyfile"] = self.ssl_key_file
+        kwargs.update(self.extra)
+        return kwargs
+
+
+def _backoff() -> ExponentialBackoff:
+    return ExponentialBackoff(cap=0.05, base=0.01)
+
+
+def async_client(options: RedisOptions) -> Any:
+    """A ``redis.asyncio`` client (standalone, Sentinel master or Cluster)."""
+    from redis.asyncio.retry import Retry
+
+    kwargs = options.client_kwargs()
+    if options.cluster:
+        kwargs.pop("retry_on_error")
+        return redis.asyncio.cluster.RedisCluster.from_url(
+            options.url, retry=Retry(_backoff(), options.retries), **kwargs
+        )
+    kwargs["retry"] = Retry(_backoff(), options.retries)
+    if options.sentinels:
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            list(options.sentinels),
+            sentinel_kwargs={
+                "socket_connect_timeout": options.connect_timeout,
+                "socket_timeout": options.socket_timeout,
+            },
+            **_credentials(options.url),
+            **kwargs,
+        )
+        return sentinel.master_for(options.sentinel_service)
+    return redis.asyncio.Redis.from_url(
+        options.url, max_connections=options.max_connections, **kwargs
+    )
+
+
+def sync_client(options: RedisOptions) -> Any:
+    """A blocking ``redis`` client with the same options, for sync servers."""
+    from redis.retry import Retry
+
+    kwargs = options.client_kwargs()
+    if options.cluster:
+        kwargs.pop("retry_on_error")
+        return redis.cluster.RedisCluster.from_url(
+            options.url, retry=Retry(_backoff(), options.retries), **kwargs
+        )
+    kwargs["retry"] = Retry(_backoff(), options.retries)
+    if options.sentinels:
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            list(options.sentinels),
+            sentinel_kwargs={
+                "socket_connect_timeout": options.connect_timeout,
+                "socket_timeout": options.socket_timeout,
+            },
+            **_credentials(options.url),
+            **kwargs,
+        )
+        return sentinel.master_for(options.sentinel_service)  # type: ignore[no-untyped-call]
+    return redis.Redis.from_url(options.url, max_connections=options.max_connections, **kwargs)
+
+
+def _credentials(url: str) -> dict[str, Any]:
+    """Username, password and db from a URL, for Sentinel-managed masters."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    out: dict[str, Any] = {}
+    if parts.username:
+        out["username"] = unquote(parts.username)
+    if parts.password:
+        out["password"] = unquote(parts.password)
+    db = parts.path.lstrip("/")
+    if db.isdigit():
+        out["db"] = int(db)
+    return out

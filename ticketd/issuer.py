@@ -1,0 +1,131 @@
+"""Minting tickets in-process: :class:`TicketIssuer`.
+
+The HTTP service uses it behind the session cookie; a Python app that already
+knows its user can use it directly and hand the ticket to its frontend.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .origins import canonical_origin
+from .store import TicketStore
+from .tickets import Claims, JSONValue, Subject, encode_record, new_ticket, ticket_key
+
+__all__ = ["DEFAULT_KEY_PREFIX", "IssuedTicket", "TicketIssuer"]
+
+DEFAULT_KEY_PREFIX = "ticketd:"
+DEFAULT_TTL = 30.0
+MIN_TTL = 1.0
+MAX_TTL = 300.0
+MAX_EXTRA_BYTES = 1024
+MAX_AUDIENCE_LENGTH = 128
+MAX_SUBJECT_LENGTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedTicket:
+    """A freshly minted ticket. ``ticket`` is a secret: hand it to the client only."""
+
+    ticket: str
+    claims: Claims
+
+    @property
+    def expires_at(self) -> float:
+        return self.claims.expires_at
+
+    @property
+    def expires_in(self) -> float:
+        return self.claims.expires_at - self.claims.issued_at
+
+    def __repr__(self) -> str:
+        return f"IssuedTicket(claims={self.claims!r})"
+
+
+def validate_subject(subject: object) -> Subject:
+    """A subject is a non-empty string (≤ 256 characters) or an integer, never a bool."""
+    if isinstance(subject, bool) or not isinstance(subject, str | int):
+        raise TypeError("subject must be a str or an int")
+    if isinstance(subject, str) and not 0 < len(subject) <= MAX_SUBJECT_LENGTH:
+        raise ValueError("subject must be 1 to 256 characters")
+    return subject
+
+
+def validate_audience(audience: object) -> str:
+    if not isinstance(audience, str) or not 0 < len(audience) <= MAX_AUDIENCE_LENGTH:
+        raise ValueError("audience must be a string of 1 to 128 characters")
+    if not audience.isprintable():
+        raise ValueError("audience must not contain control characters")
+    return audience
+
+
+def validate_extra(extra: Mapping[str, JSONValue] | None) -> dict[str, JSONValue]:
+    """Extra claims are a small JSON object (≤ 1 KiB serialised)."""
+    if not extra:
+        return {}
+    try:
+        encoded = json.dumps(dict(extra), separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        raise ValueError("extra claims must be JSON-serialisable") from None
+    if len(encoded.encode("utf-8")) > MAX_EXTRA_BYTES:
+        raise ValueError(f"extra claims exceed {MAX_EXTRA_BYTES} bytes")
+    result: dict[str, JSONValue] = json.loads(encoded)
+    return result
+
+
+class TicketIssuer:
+    """Mints tickets into a :class:`~ticketd.store.TicketStore`."""
+
+    def __init__(
+        self,
+        store: TicketStore,
+        *,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        ttl: float = DEFAULT_TTL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not MIN_TTL <= ttl <= MAX_TTL:
+            raise ValueError(f"ttl must be between {MIN_TTL:g} and {MAX_TTL:g} seconds")
+        self.store = store
+        self.key_prefix = key_prefix
+        self.ttl = ttl
+        self.clock = clock
+
+    async def mint(
+        self,
+        subject: Subject,
+        *,
+        origin: str,
+        audience: str,
+        ttl: float | None = None,
+        extra: Mapping[str, JSONValue] | None = None,
+        client_ip: str | None = None,
+    ) -> IssuedTicket:
+        """Create and store a ticket bound to ``subject``, ``origin`` and ``audience``.
+
+        Raises ``ValueError``/``TypeError`` (including
+        :class:`~ticketd.exceptions.InvalidOrigin`) for bad arguments, before any
+        store call, and :class:`~ticketd.exceptions.StoreUnavailable` if the
+        record could not be stored — the ticket is then never returned.
+        """
+        ttl = self.ttl if ttl is None else ttl
+        if not MIN_TTL <= ttl <= MAX_TTL:
+            raise ValueError(f"ttl must be between {MIN_TTL:g} and {MAX_TTL:g} seconds")
+        now = self.clock()
+        claims = Claims(
+            subject=validate_subject(subject),
+            origin=canonical_origin(origin),
+            audience=validate_audience(audience),
+            issued_at=round(now, 3),
+            expires_at=round(now + ttl, 3),
+            client_ip=client_ip,
+            extra=validate_extra(extra),
+        )
+        ticket = new_ticket()
+        await self.store.put(
+            ticket_key(self.key_prefix, ticket), encode_record(claims), round(ttl * 1000)
+        )
+        return IssuedTicket(ticket=ticket, claims=claims)

@@ -1,0 +1,133 @@
+"""The ticket store: the only code that talks to Redis.
+
+Two single-key commands, so the store works unchanged on standalone Redis,
+Sentinel, Cluster, managed services and fakeredis:
+
+- mint:   ``SET key record PX ttl NX`` (NX: a 256-bit collision would be a bug, not data);
+- redeem: ``GETDEL key`` — atomic read-and-delete in one round trip. Two concurrent
+  redeems of one ticket cannot both see the record.
+
+Every failure (connection, timeout, an error reply such as OOM under
+``maxmemory``, or the overall deadline) becomes :class:`StoreUnavailable`.
+A redeem that fails after the command was sent fails closed: the caller gets
+``StoreUnavailable`` and the ticket is probably gone, which is the safe side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from redis.exceptions import RedisError
+
+from .exceptions import StoreUnavailable
+
+__all__ = ["AsyncRedisLike", "BlockingTicketStore", "SyncRedisLike", "TicketStore"]
+
+DEFAULT_DEADLINE = 1.0
+"""Seconds a store operation may take in all, retries included."""
+
+_STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class AsyncRedisLike(Protocol):
+    """The slice of ``redis.asyncio.Redis`` / ``RedisCluster`` / fakeredis the store uses."""
+
+    async def set(self, name: str, value: bytes, *, px: int, nx: bool) -> Any: ...
+    async def getdel(self, name: str) -> Any: ...
+    async def ping(self) -> Any: ...
+
+
+class SyncRedisLike(Protocol):
+    """The blocking counterpart of :class:`AsyncRedisLike`."""
+
+    def set(self, name: str, value: bytes, *, px: int, nx: bool) -> Any: ...
+    def getdel(self, name: str) -> Any: ...
+    def ping(self) -> Any: ...
+
+
+class TicketStore:
+    """Async store over a redis-py asyncio client (or anything shaped like one)."""
+
+    def __init__(self, client: AsyncRedisLike, *, deadline: float = DEFAULT_DEADLINE) -> None:
+        self.client = client
+        self.deadline = deadline
+
+    async def put(self, key: str, record: bytes, ttl_ms: int) -> None:
+        """Store a record for ``ttl_ms`` milliseconds."""
+        try:
+            async with asyncio.timeout(self.deadline):
+                stored = await self.client.set(key, record, px=ttl_ms, nx=True)
+        except _STORE_ERRORS as exc:
+            raise StoreUnavailable(f"mint failed: {type(exc).__name__}") from exc
+        if not stored:
+            raise StoreUnavailable("mint failed: key already exists")
+
+    async def take(self, key: str) -> bytes | None:
+        """Atomically fetch and delete a record; ``None`` if there is none."""
+        try:
+            async with asyncio.timeout(self.deadline):
+                value = await self.client.getdel(key)
+        except _STORE_ERRORS as exc:
+            raise StoreUnavailable(f"redeem failed: {type(exc).__name__}") from exc
+        return _as_bytes(value)
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless Redis answers within the deadline."""
+        try:
+            async with asyncio.timeout(self.deadline):
+                await self.client.ping()
+        except _STORE_ERRORS as exc:
+            raise StoreUnavailable(f"ping failed: {type(exc).__name__}") from exc
+
+    async def aclose(self) -> None:
+        close = getattr(self.client, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class BlockingTicketStore:
+    """Blocking store over a redis-py client, for threaded servers.
+
+    The deadline is enforced by the client's socket timeouts (see
+    :class:`~ticketd.connection.RedisOptions`).
+    """
+
+    def __init__(self, client: SyncRedisLike) -> None:
+        self.client = client
+
+    def put(self, key: str, record: bytes, ttl_ms: int) -> None:
+        try:
+            stored = self.client.set(key, record, px=ttl_ms, nx=True)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"mint failed: {type(exc).__name__}") from exc
+        if not stored:
+            raise StoreUnavailable("mint failed: key already exists")
+
+    def take(self, key: str) -> bytes | None:
+        try:
+            value = self.client.getdel(key)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redeem failed: {type(exc).__name__}") from exc
+        return _as_bytes(value)
+
+    def ping(self) -> None:
+        try:
+            self.client.ping()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"ping failed: {type(exc).__name__}") from exc
+
+    def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
+
+def _as_bytes(value: object) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):  # a client created with decode_responses=True
+        return value.encode("utf-8")
+    raise StoreUnavailable("redeem failed: unexpected reply type")

@@ -1,0 +1,153 @@
+"""Tickets and their records: generation, format check, hashing, encoding. No I/O.
+
+A ticket is 32 bytes from the operating system's CSPRNG, encoded as 43 URL-safe
+base64 characters without padding. It is a bearer secret; Redis stores only
+the record under :func:`ticket_key`, a hash of it, so neither Redis nor
+``MONITOR`` ever holds a usable ticket.
+
+The record is a compact JSON array (the smallest self-describing form that keeps
+subject types intact), versioned by its first element::
+
+    [1, subject, origin, audience, issued_at_ms, expires_at_ms, client_ip|null, extra?]
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+__all__ = [
+    "TICKET_BYTES",
+    "Claims",
+    "JSONValue",
+    "Subject",
+    "decode_record",
+    "encode_record",
+    "is_well_formed",
+    "new_ticket",
+    "ticket_digest",
+    "ticket_key",
+]
+
+TICKET_BYTES = 32
+TICKET_LENGTH = 43
+_TICKET = re.compile(r"[A-Za-z0-9_-]{43}")
+_RECORD_VERSION = 1
+
+Subject: TypeAlias = str | int
+JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
+
+
+def new_ticket() -> str:
+    """Return a fresh ticket: 256 random bits, URL-safe, 43 characters."""
+    return secrets.token_urlsafe(TICKET_BYTES)
+
+
+def is_well_formed(ticket: object) -> bool:
+    """Whether ``ticket`` has the exact shape :func:`new_ticket` produces.
+
+    Checked before any Redis call, so garbage never costs a round trip. The
+    last character carries 4 significant bits; a non-canonical one (which
+    decodes to the same bytes) is refused so there is one spelling per ticket.
+    """
+    if not isinstance(ticket, str) or _TICKET.fullmatch(ticket) is None:
+        return False
+    raw = base64.urlsafe_b64decode(ticket + "=")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == ticket
+
+
+def ticket_digest(ticket: str) -> str:
+    """SHA-256 of the ticket, first 16 bytes, URL-safe base64 (22 characters).
+
+    The ticket has 256 bits of entropy, so an unsalted hash is safe; 128 bits
+    of it are plenty to index a set of short-lived records.
+    """
+    digest = hashlib.sha256(ticket.encode("ascii")).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def ticket_key(prefix: str, ticket: str) -> str:
+    """The Redis key of a ticket's record."""
+    return prefix + ticket_digest(ticket)
+
+
+def log_id(ticket: str) -> str:
+    """A short, non-secret identifier of a ticket for logs (8 characters of its hash)."""
+    return ticket_digest(ticket)[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """What a redeemed ticket tells the WebSocket server about the connection."""
+
+    subject: Subject
+    origin: str
+    audience: str
+    issued_at: float
+    """Seconds since the epoch (millisecond precision)."""
+    expires_at: float
+    client_ip: str | None = None
+    extra: Mapping[str, JSONValue] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping (used by the HTTP redeem endpoint)."""
+        return {
+            "subject": self.subject,
+            "origin": self.origin,
+            "audience": self.audience,
+            "issued_at": self.issued_at,
+            "expires_at": self.expires_at,
+            "client_ip": self.client_ip,
+            "extra": dict(self.extra),
+        }
+
+
+def encode_record(claims: Claims) -> bytes:
+    """Serialise claims to the stored record."""
+    item: list[Any] = [
+        _RECORD_VERSION,
+        claims.subject,
+        claims.origin,
+        claims.audience,
+        round(claims.issued_at * 1000),
+        round(claims.expires_at * 1000),
+        claims.client_ip,
+    ]
+    if claims.extra:
+        item.append(claims.extra)
+    return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def decode_record(raw: bytes | str) -> Claims:
+    """Parse a stored record. Raises ``ValueError`` on anything unexpected."""
+    item = json.loads(raw)
+    if not isinstance(item, list) or len(item) not in (7, 8) or item[0] != _RECORD_VERSION:
+        raise ValueError("unknown ticket record format")
+    _, subject, origin, audience, issued_ms, expires_ms, client_ip, *rest = item
+    extra = rest[0] if rest else {}
+    if (
+        not isinstance(subject, str | int)
+        or isinstance(subject, bool)
+        or not isinstance(origin, str)
+        or not isinstance(audience, str)
+        or not isinstance(issued_ms, int)
+        or not isinstance(expires_ms, int)
+        or not isinstance(client_ip, str | None)
+        or not isinstance(extra, dict)
+    ):
+        raise ValueError("malformed ticket record")
+    return Claims(
+        subject=subject,
+        origin=origin,
+        audience=audience,
+        issued_at=issued_ms / 1000,
+        expires_at=expires_ms / 1000,
+        client_ip=client_ip,
+        extra=extra,
+    )
