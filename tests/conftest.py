@@ -19,10 +19,10 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> Iterator[str]:
+def redis_url(redis_server: RedisServer) -> str:
     with redis_server.client() as client:
         client.flushall()
-    yield redis_server.url
+    return redis_server.url
 
 
 @pytest.fixture

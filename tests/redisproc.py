@@ -63,6 +63,7 @@ class RedisServer:
             "--save", "",
             "--appendonly", "no",
             "--dir", str(self.dir),
+            "--enable-debug-command", "local",
             *self.args,
         ]  # fmt: skip
         self.process = subprocess.Popen(
@@ -80,7 +81,8 @@ class RedisServer:
                     return
             except redis.RedisError:
                 if self.process is not None and self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server exited with {self.process.returncode}")
+                    code = self.process.returncode
+                    raise RuntimeError(f"redis-server exited with {code}") from None
                 if time.monotonic() > deadline:
                     raise RuntimeError("redis-server did not become ready") from None
                 time.sleep(0.02)

@@ -63,7 +63,9 @@ def test_core_works_with_frameworks_blocked() -> None:
 
 def test_blocker_really_blocks() -> None:
     """The same harness must fail when the blocked module is imported."""
-    script = SCRIPT.format(blocked=BLOCKED).replace("import ticketd\n", "import ticketd\nimport pydantic\n")
+    script = SCRIPT.format(blocked=BLOCKED).replace(
+        "import ticketd\n", "import ticketd\nimport pydantic\n"
+    )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )

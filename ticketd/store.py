@@ -16,6 +16,7 @@ A redeem that fails after the command was sent fails closed: the caller gets
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
@@ -33,9 +34,9 @@ _STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 class AsyncRedisLike(Protocol):
     """The slice of ``redis.asyncio.Redis`` / ``RedisCluster`` / fakeredis the store uses."""
 
-    async def set(self, name: str, value: bytes, *, px: int, nx: bool) -> Any: ...
-    async def getdel(self, name: str) -> Any: ...
-    async def ping(self) -> Any: ...
+    def set(self, name: str, value: bytes, *, px: int, nx: bool) -> Awaitable[Any]: ...
+    def getdel(self, name: str) -> Awaitable[Any]: ...
+    def ping(self) -> Awaitable[Any]: ...
 
 
 class SyncRedisLike(Protocol):

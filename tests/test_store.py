@@ -1,0 +1,116 @@
+"""Store contract: the same tests against fakeredis and a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import fakeredis
+import pytest
+import redis.asyncio
+
+from tests.redisproc import RedisServer
+from ticketd import RedisOptions, StoreUnavailable, TicketStore
+from ticketd.connection import async_client
+
+
+@pytest.fixture(params=["fakeredis", "redis-server"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[TicketStore]:
+    if request.param == "fakeredis":
+        client = fakeredis.FakeAsyncRedis()
+    else:
+        url = request.getfixturevalue("redis_url")
+        client = async_client(RedisOptions(url=url))
+    store = TicketStore(client)
+    yield store
+    await store.aclose()
+
+
+async def test_put_then_take_returns_record_once(store: TicketStore) -> None:
+    await store.put("t:k1", b"record", 10_000)
+    assert await store.take("t:k1") == b"record"
+    assert await store.take("t:k1") is None
+
+
+async def test_take_unknown_key_is_none(store: TicketStore) -> None:
+    assert await store.take("t:nothing") is None
+
+
+async def test_record_expires_after_ttl(store: TicketStore) -> None:
+    await store.put("t:short", b"x", 50)
+    await asyncio.sleep(0.2)
+    assert await store.take("t:short") is None
+
+
+async def test_put_refuses_to_overwrite(store: TicketStore) -> None:
+    await store.put("t:dup", b"first", 10_000)
+    with pytest.raises(StoreUnavailable, match="already exists"):
+        await store.put("t:dup", b"second", 10_000)
+    assert await store.take("t:dup") == b"first"
+
+
+async def test_concurrent_takes_yield_one_record(store: TicketStore) -> None:
+    await store.put("t:race", b"once", 10_000)
+    results = await asyncio.gather(*(store.take("t:race") for _ in range(50)))
+    assert results.count(b"once") == 1
+    assert results.count(None) == 49
+
+
+async def test_ping(store: TicketStore) -> None:
+    await store.ping()
+
+
+async def test_ttl_is_set_in_milliseconds(redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    store = TicketStore(client)
+    await store.put("t:ttl", b"x", 30_000)
+    pttl = await client.pttl("t:ttl")
+    assert 29_000 < pttl <= 30_000
+    await store.aclose()
+
+
+async def test_decode_responses_client_still_returns_bytes(redis_url: str) -> None:
+    store = TicketStore(redis.asyncio.Redis.from_url(redis_url, decode_responses=True))
+    await store.put("t:s", b"text", 10_000)
+    assert await store.take("t:s") == b"text"
+    await store.aclose()
+
+
+async def test_oom_reply_is_store_unavailable(private_redis: RedisServer) -> None:
+    with private_redis.client() as admin:
+        admin.config_set("maxmemory", "1")
+        admin.config_set("maxmemory-policy", "noeviction")
+    store = TicketStore(async_client(RedisOptions(url=private_redis.url)))
+    with pytest.raises(StoreUnavailable):
+        await store.put("t:full", b"x", 10_000)
+    await store.aclose()
+
+
+async def test_dead_server_reported_fast(private_redis: RedisServer) -> None:
+    store = TicketStore(async_client(RedisOptions(url=private_redis.url)), deadline=1.0)
+    await store.ping()
+    private_redis.stop()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(StoreUnavailable):
+        await store.take("t:any")
+    # Not a speed assertion: the deadline is 1 s, and the store must have given up
+    # on its own rather than hang until pytest-timeout.
+    assert loop.time() - started < 10
+    await store.aclose()
+
+
+async def test_slow_server_hits_the_deadline(private_redis: RedisServer) -> None:
+    """DEBUG SLEEP holds the server; the store's deadline turns it into StoreUnavailable."""
+    store = TicketStore(async_client(RedisOptions(url=private_redis.url)), deadline=0.3)
+    await store.put("t:slow", b"x", 60_000)
+    admin = redis.asyncio.Redis(port=private_redis.port)
+    sleeper = asyncio.create_task(admin.execute_command("DEBUG", "SLEEP", "1.5"))  # type: ignore[no-untyped-call]
+    await asyncio.sleep(0.1)
+    with pytest.raises(StoreUnavailable):
+        await store.take("t:other")
+    await sleeper
+    await admin.aclose()
+    # After the pause the record is intact and the store works again.
+    assert await store.take("t:slow") == b"x"
+    await store.aclose()
