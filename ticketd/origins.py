@@ -35,6 +35,8 @@ _ORIGIN = re.compile(
 )
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _IPV4_LIKE = re.compile(r"[0-9.]+")
+_NUMBER_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
+"""WHATWG's "ends in a number": such a host is parsed as IPv4 or refused by browsers."""
 
 
 def canonical_origin(value: str) -> str:
@@ -89,6 +91,10 @@ def _canonical_host(host: str) -> str:
     labels = host.split(".")
     if not all(_LABEL.fullmatch(label) for label in labels):
         raise InvalidOrigin("origin host is not a valid DNS name")
+    # No browser sends such a host (``a.123``, ``0x7f.1``); accepting one would
+    # also let ``http://*.0.0.1`` match the IP origin ``http://127.0.0.1``.
+    if _NUMBER_LABEL.fullmatch(labels[-1]):
+        raise InvalidOrigin("origin host ends in a number but is not an IPv4 address")
     return host
 
 
