@@ -39,6 +39,8 @@ TICKET_BYTES = 32
 TICKET_LENGTH = 43
 _TICKET = re.compile(r"[A-Za-z0-9_-]{43}")
 _RECORD_VERSION = 1
+_MAX_MILLIS = 2**53
+"""Beyond this a record timestamp is garbage (and ``/ 1000`` could raise ``OverflowError``)."""
 
 Subject: TypeAlias = str | int
 JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
@@ -126,8 +128,16 @@ def encode_record(claims: Claims) -> bytes:
 
 def decode_record(raw: bytes | str) -> Claims:
     """Parse a stored record. Raises ``ValueError`` on anything unexpected."""
-    item = json.loads(raw)
-    if not isinstance(item, list) or len(item) not in (7, 8) or item[0] != _RECORD_VERSION:
+    try:
+        item = json.loads(raw)
+    except RecursionError:  # deeply nested garbage; callers catch ValueError only
+        raise ValueError("unknown ticket record format") from None
+    if (
+        not isinstance(item, list)
+        or len(item) not in (7, 8)
+        or type(item[0]) is not int  # not isinstance(): JSON true == 1
+        or item[0] != _RECORD_VERSION
+    ):
         raise ValueError("unknown ticket record format")
     _, subject, origin, audience, issued_ms, expires_ms, client_ip, *rest = item
     extra = rest[0] if rest else {}
@@ -136,8 +146,8 @@ def decode_record(raw: bytes | str) -> Claims:
         or isinstance(subject, bool)
         or not isinstance(origin, str)
         or not isinstance(audience, str)
-        or not isinstance(issued_ms, int)
-        or not isinstance(expires_ms, int)
+        or not _is_millis(issued_ms)
+        or not _is_millis(expires_ms)
         or not isinstance(client_ip, str | None)
         or not isinstance(extra, dict)
     ):
@@ -151,3 +161,8 @@ def decode_record(raw: bytes | str) -> Claims:
         client_ip=client_ip,
         extra=extra,
     )
+
+
+def _is_millis(value: object) -> bool:
+    """An integer millisecond timestamp; ``bool`` (JSON ``true``) does not count."""
+    return type(value) is int and -_MAX_MILLIS <= value <= _MAX_MILLIS
