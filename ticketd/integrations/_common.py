@@ -1,0 +1,214 @@
+"""The one rejection mapping every adapter shares.
+
+An adapter turns its framework's request into ``method``, ``target`` and header
+pairs, calls :func:`admit` (or :func:`present` then :func:`redeem`, when it must
+check something between the two), and turns the result into its framework's
+response: :class:`Admitted` carries the claims and the subprotocol to select,
+:class:`Denied` the HTTP status and headers to answer with.
+
+The order is fixed:
+
+1. not a WebSocket upgrade → 400 ``bad_handshake``, store untouched;
+2. no, two or a malformed ticket → 401/400 from :func:`~ticketd.extract_ticket`,
+   store untouched;
+3. ``redeem`` with the single Origin header → claims, or
+   :data:`~ticketd.REJECTION_STATUS` of the reason, or 503 with ``Retry-After: 1``
+   when the store is unavailable.
+
+Browsers get :data:`DENIAL_BODY` and nothing else; the reason and a short hash
+of the ticket go to the ``ticketd.integrations`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..exceptions import REJECTION_STATUS, Reason, StoreUnavailable, TicketRejected
+from ..handshake import (
+    SUBPROTOCOL_TICKET_PREFIX,
+    HeaderPairs,
+    PresentedTicket,
+    extract_ticket,
+    is_websocket_upgrade,
+    request_origin,
+)
+from ..tickets import Claims, log_id
+
+if TYPE_CHECKING:
+    from ..verifier import BlockingTicketVerifier, TicketVerifier
+
+__all__ = [
+    "DENIAL_BODY",
+    "UNAVAILABLE_STATUS",
+    "Admitted",
+    "Denied",
+    "admit",
+    "admit_blocking",
+    "is_ticket_subprotocol",
+    "missing_extra",
+    "present",
+    "redeem",
+    "redeem_blocking",
+]
+
+logger = logging.getLogger("ticketd.integrations")
+
+DENIAL_BODY = "ticket rejected\n"
+"""The whole body of every refusal: the same text for every reason."""
+
+UNAVAILABLE_STATUS = 503
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """The ticket was redeemed. ``subprotocol`` is what the server must select (or ``None``)."""
+
+    claims: Claims
+    subprotocol: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """Refuse the handshake with ``status``; ``reason`` is ``None`` when the store failed."""
+
+    status: int
+    reason: Reason | None
+    headers: tuple[tuple[str, str], ...] = (("Cache-Control", "no-store"),)
+    body: str = DENIAL_BODY
+
+    @property
+    def close_code(self) -> int:
+        """WebSocket close code for servers that can only close before accepting."""
+        return 1013 if self.reason is None else 1008  # try again later / policy violation
+
+
+def _rejected(exc: TicketRejected) -> Denied:
+    logger.info(
+        "websocket handshake refused reason=%s ticket=%s", exc.reason.value, exc.ticket_hash or "-"
+    )
+    return Denied(status=REJECTION_STATUS[exc.reason], reason=exc.reason)
+
+
+def _unavailable(ticket: str) -> Denied:
+    logger.warning("websocket handshake refused: store unavailable ticket=%s", log_id(ticket))
+    return Denied(
+        status=UNAVAILABLE_STATUS,
+        reason=None,
+        headers=(("Cache-Control", "no-store"), ("Retry-After", "1")),
+    )
+
+
+def present(method: str, target: str, headers: HeaderPairs) -> PresentedTicket | Denied:
+    """Steps 1 and 2: find the ticket without touching the store.
+
+    ``target`` is the request target (``/path?query``) or the bare query string.
+    """
+    headers = list(headers)
+    try:
+        presented = extract_ticket(target, headers)
+    except TicketRejected as exc:
+        found: PresentedTicket | TicketRejected = exc
+    else:
+        found = presented
+    if not is_websocket_upgrade(method, headers):
+        # A prefetcher's GET: refuse it and leave the ticket redeemable.
+        ticket_hash = log_id(found.ticket) if isinstance(found, PresentedTicket) else None
+        return _rejected(TicketRejected(Reason.BAD_HANDSHAKE, ticket_hash=ticket_hash))
+    return _rejected(found) if isinstance(found, TicketRejected) else found
+
+
+async def redeem(
+    verifier: TicketVerifier,
+    presented: PresentedTicket,
+    headers: HeaderPairs,
+    *,
+    audience: str | None = None,
+    client_ip: str | None = None,
+) -> Admitted | Denied:
+    """Step 3 with the asyncio verifier: burn the ticket and check its bindings."""
+    try:
+        claims = await verifier.redeem(
+            presented.ticket,
+            origin=request_origin(headers),
+            audience=audience,
+            client_ip=client_ip,
+        )
+    except TicketRejected as exc:
+        return _rejected(exc)
+    except StoreUnavailable:
+        return _unavailable(presented.ticket)
+    return Admitted(claims=claims, subprotocol=presented.subprotocol)
+
+
+def redeem_blocking(
+    verifier: BlockingTicketVerifier,
+    presented: PresentedTicket,
+    headers: HeaderPairs,
+    *,
+    audience: str | None = None,
+    client_ip: str | None = None,
+) -> Admitted | Denied:
+    """Step 3 with the blocking verifier."""
+    try:
+        claims = verifier.redeem(
+            presented.ticket,
+            origin=request_origin(headers),
+            audience=audience,
+            client_ip=client_ip,
+        )
+    except TicketRejected as exc:
+        return _rejected(exc)
+    except StoreUnavailable:
+        return _unavailable(presented.ticket)
+    return Admitted(claims=claims, subprotocol=presented.subprotocol)
+
+
+async def admit(
+    verifier: TicketVerifier,
+    *,
+    method: str,
+    target: str,
+    headers: HeaderPairs,
+    audience: str | None = None,
+    client_ip: str | None = None,
+) -> Admitted | Denied:
+    """The whole check for one handshake (asyncio)::
+
+    outcome = await admit(verifier, method="GET", target="/ws?ticket=...", headers=pairs)
+    if isinstance(outcome, Denied):
+        return plain_response(outcome.status, outcome.body, outcome.headers)
+    """
+    headers = list(headers)
+    presented = present(method, target, headers)
+    if isinstance(presented, Denied):
+        return presented
+    return await redeem(verifier, presented, headers, audience=audience, client_ip=client_ip)
+
+
+def admit_blocking(
+    verifier: BlockingTicketVerifier,
+    *,
+    method: str,
+    target: str,
+    headers: HeaderPairs,
+    audience: str | None = None,
+    client_ip: str | None = None,
+) -> Admitted | Denied:
+    """:func:`admit` for threaded servers, with a :class:`~ticketd.BlockingTicketVerifier`."""
+    headers = list(headers)
+    presented = present(method, target, headers)
+    if isinstance(presented, Denied):
+        return presented
+    return redeem_blocking(verifier, presented, headers, audience=audience, client_ip=client_ip)
+
+
+def is_ticket_subprotocol(token: str) -> bool:
+    """Whether a subprotocol token carries a ticket (and so must never be selected or logged)."""
+    return token.strip().startswith(SUBPROTOCOL_TICKET_PREFIX)
+
+
+def missing_extra(module: str, package: str, extra: str) -> ImportError:
+    """The ImportError an adapter raises when its framework is not installed."""
+    return ImportError(f"{module} needs {package}: pip install 'ticketd[{extra}]'")

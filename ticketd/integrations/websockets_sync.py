@@ -1,0 +1,62 @@
+"""Ticket checks for threaded ``websockets.sync.server`` servers.
+
+The same hook as :mod:`ticketd.integrations.websockets`, redeeming with a
+:class:`~ticketd.BlockingTicketVerifier`::
+
+    from websockets.sync.server import serve
+    from ticketd.integrations.websockets import claims_of, select_subprotocol
+    from ticketd.integrations.websockets_sync import ticket_auth
+
+    def handler(connection):
+        connection.send(f"hello {claims_of(connection).subject}")
+
+    with serve(handler, "", 8001, process_request=ticket_auth(verifier),
+               select_subprotocol=select_subprotocol) as server:
+        server.serve_forever()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+try:
+    from websockets.http11 import Request, Response
+    from websockets.sync.server import ServerConnection
+except ImportError as exc:  # pragma: no cover - exercised without the extra
+    raise ImportError(
+        "ticketd.integrations.websockets_sync needs websockets: pip install 'ticketd[websockets]'"
+    ) from exc
+
+from ..handshake import PresentedTicket
+from ..verifier import BlockingTicketVerifier
+from ._common import redeem_blocking
+from .websockets import check_before_redeem, claims_of, finish, peer_ip, select_subprotocol
+
+__all__ = ["claims_of", "select_subprotocol", "ticket_auth"]
+
+
+def ticket_auth(
+    verifier: BlockingTicketVerifier, *, audience: str | None = None
+) -> Callable[[ServerConnection, Request], Response | None]:
+    """Build a blocking ``process_request`` hook; the sync twin of the asyncio ``ticket_auth``.
+
+    ::
+
+        serve(handler, process_request=ticket_auth(blocking_verifier),
+              select_subprotocol=select_subprotocol)
+    """
+
+    def process_request(connection: ServerConnection, request: Request) -> Response | None:
+        presented = check_before_redeem(connection, request)
+        if not isinstance(presented, PresentedTicket):
+            return presented
+        outcome = redeem_blocking(
+            verifier,
+            presented,
+            request.headers.raw_items(),
+            audience=audience,
+            client_ip=peer_ip(connection),
+        )
+        return finish(connection, outcome)
+
+    return process_request
