@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from .exceptions import Reason, TicketRejected
 from .tickets import is_well_formed
@@ -44,6 +45,8 @@ SUBPROTOCOL_TICKET_PREFIX = "ticket."
 
 HeaderPairs: TypeAlias = Iterable[tuple[str | bytes, str | bytes]]
 Transport: TypeAlias = Literal["query", "subprotocol"]
+
+_ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,7 @@ def extract_ticket(target: str, headers: HeaderPairs) -> PresentedTicket:
     or ``malformed``; none of them touches the store.
     """
     headers = list(headers)
-    query = urlsplit(target).query if ("?" in target or "/" in target) else target
+    query = _query_string(target)
     found: list[tuple[str, Transport]] = [
         (value, "query")
         for key, value in parse_qsl(query, keep_blank_values=True)
@@ -107,6 +110,19 @@ def extract_ticket(target: str, headers: HeaderPairs) -> PresentedTicket:
     if not is_well_formed(ticket):
         raise TicketRejected(Reason.MALFORMED)
     return PresentedTicket(ticket=ticket, transport=transport)
+
+
+def _query_string(target: str) -> str:
+    """The query string of a request target, or ``target`` itself if it is a bare one.
+
+    A request target starts with ``/`` (origin-form) or ``scheme://`` (absolute-form);
+    anything else is a bare query string, which may itself contain ``/`` and ``?``
+    (``next=/a?b&ticket=T``). No URL parser here: ``urlsplit`` raises ``ValueError``
+    on targets such as ``//[``, and this function must not raise.
+    """
+    if target.startswith(("/", "?")) or _ABSOLUTE_FORM.match(target):
+        return target.partition("?")[2].partition("#")[0]
+    return target
 
 
 def request_origin(headers: HeaderPairs) -> str | None:
