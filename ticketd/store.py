@@ -50,9 +50,16 @@ class SyncRedisLike(Protocol):
 class TicketStore:
     """Async store over a redis-py asyncio client (or anything shaped like one)."""
 
-    def __init__(self, client: AsyncRedisLike, *, deadline: float = DEFAULT_DEADLINE) -> None:
+    def __init__(
+        self,
+        client: AsyncRedisLike,
+        *,
+        deadline: float = DEFAULT_DEADLINE,
+        wait_replicas: int = 0,
+    ) -> None:
         self.client = client
         self.deadline = deadline
+        self.wait_replicas = wait_replicas
 
     async def put(self, key: str, record: bytes, ttl_ms: int) -> None:
         """Store a record for ``ttl_ms`` milliseconds."""
@@ -68,9 +75,29 @@ class TicketStore:
         """Atomically fetch and delete a record; ``None`` if there is none."""
         try:
             async with asyncio.timeout(self.deadline):
+                if self.wait_replicas:
+                    return await self._take_replicated(key)
                 value = await self.client.getdel(key)
         except _STORE_ERRORS as exc:
             raise StoreUnavailable(f"redeem failed: {type(exc).__name__}") from exc
+        return _as_bytes(value)
+
+    async def _take_replicated(self, key: str) -> bytes | None:
+        """GETDEL, then WAIT on the same connection (one round trip, a pipeline).
+
+        If fewer replicas than asked acknowledge the delete before the deadline, the
+        redeem fails closed: a failover could otherwise resurrect the ticket.
+        """
+        timeout_ms = max(1, int(self.deadline * 1000) // 2)
+        pipe = self.client.pipeline(transaction=False)  # type: ignore[attr-defined]
+        pipe.getdel(key)
+        pipe.execute_command("WAIT", self.wait_replicas, timeout_ms)
+        value, acknowledged = await pipe.execute()
+        if int(acknowledged) < self.wait_replicas:
+            raise StoreUnavailable(
+                f"redeem not acknowledged by {self.wait_replicas} replica(s) "
+                f"(got {int(acknowledged)})"
+            )
         return _as_bytes(value)
 
     async def ping(self) -> None:

@@ -1,0 +1,149 @@
+"""The ``ticketd`` command: ``serve`` and ``check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import tempfile
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+DEV_ORIGINS = "http://127.0.0.1:8080,http://localhost:8080"
+
+
+def _dev_environment(host: str, port: int) -> None:
+    """Fill in what ``make run`` needs on a fresh machine; never overrides the caller."""
+    os.environ.setdefault(
+        "TICKETD_ALLOWED_ORIGINS", f"http://127.0.0.1:{port},http://localhost:{port}"
+    )
+    if (
+        "TICKETD_SESSION_SECRET" not in os.environ
+        and "TICKETD_SESSION_SECRET_FILE" not in os.environ
+    ):
+        os.environ["TICKETD_SESSION_SECRET"] = secrets.token_urlsafe(32)
+    os.environ.setdefault("TICKETD_LOG_FORMAT", "text")
+
+
+def _dev_banner(host: str, port: int) -> str:
+    from ..sessions import issue_session_cookie
+
+    secret = os.environ["TICKETD_SESSION_SECRET"]
+    cookie = issue_session_cookie({"user_id": "dev-user"}, secret=secret)
+    base = f"http://{host}:{port}"
+    return (
+        "\nticketd development mode (embedded store, generated session secret)\n"
+        f"  a session cookie for user 'dev-user':  session={cookie}\n"
+        "  mint a ticket:\n"
+        f"    curl -si -X POST {base}/v1/tickets -H 'Origin: http://127.0.0.1:{port}' \\\n"
+        f"         -H 'Cookie: session={cookie}'\n"
+        f"  readiness: curl -s {base}/readyz\n"
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from . import create_app
+    from .logconfig import configure_logging, logging_config
+    from .settings import ConfigError, load_settings
+
+    if args.dev:
+        _dev_environment(args.host, args.port)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"ticketd: configuration error: {line}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    if args.dev:
+        print(_dev_banner(args.host, args.port), file=sys.stderr, flush=True)
+    log_config = logging_config(settings.log_level, settings.log_format)
+    if args.workers > 1:
+        if settings.embedded:
+            print(
+                "ticketd: configuration error: --workers > 1 needs TICKETD_REDIS_URL "
+                "(the embedded store lives in one process)",
+                file=sys.stderr,
+            )
+            return 2
+        os.environ.setdefault(
+            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="ticketd-metrics-")
+        )
+        uvicorn.run(
+            "ticketd.service.cli:app_from_environment",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=log_config,
+            proxy_headers=False,
+            server_header=False,
+        )
+        return 0
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_config=log_config,
+        proxy_headers=False,
+        server_header=False,
+    )
+    return 0
+
+
+def app_from_environment() -> object:
+    """Application factory for uvicorn workers (each worker reads the environment)."""
+    from . import create_app
+    from .settings import load_settings
+
+    return create_app(load_settings())
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from .settings import ConfigError, load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"ticketd: configuration error: {line}", file=sys.stderr)
+        return 2
+    store = "embedded (in-process, development only)" if settings.embedded else "redis"
+    print(
+        f"configuration OK: store={store} origins={len(settings.allowed_origins)} "
+        f"audiences={','.join(settings.audiences)}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ticketd", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="development defaults: local origins, generated secret, text logs",
+    )
+    serve.set_defaults(handler=_serve)
+    check = commands.add_parser("check-config", help="validate TICKETD_* and exit")
+    check.set_defaults(handler=_check_config)
+    args = parser.parse_args(argv)
+    try:
+        from . import create_app  # noqa: F401  - fail early with the install hint
+    except ImportError as exc:
+        print(f"ticketd: {exc}", file=sys.stderr)
+        return 2
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

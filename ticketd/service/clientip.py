@@ -1,0 +1,44 @@
+"""The client's address, trusting ``X-Forwarded-For`` only from configured proxies."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+__all__ = ["TrustedProxies"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class TrustedProxies:
+    """Resolve the client address behind a chain of trusted reverse proxies.
+
+    Walks ``X-Forwarded-For`` from the right, skipping trusted proxies; the first
+    untrusted hop is the client. A header from an untrusted peer is ignored, so
+    clients cannot choose their own rate-limit key.
+    """
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self.networks: Sequence[IPNetwork] = tuple(
+            ipaddress.ip_network(n, strict=False) for n in networks
+        )
+
+    def trusts(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
+
+    def client_ip(self, peer: str | None, forwarded_for: Sequence[str]) -> str | None:
+        if peer is None or not self.networks or not self.trusts(peer):
+            return peer
+        hops = [hop.strip() for line in forwarded_for for hop in line.split(",")]
+        for hop in reversed(hops):
+            try:
+                address = str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # garbage in the chain: fall back to what we can see
+            if not self.trusts(address):
+                return address
+        return peer

@@ -1,0 +1,77 @@
+"""Log configuration: one JSON object per line, or plain text for development.
+
+Tickets and cookies never reach a log line from ticketd itself; records from
+servers we do not control (uvicorn's handshake line carries the query string)
+go through :mod:`ticketd.redaction` when it is available.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import logging.config
+import time
+from typing import Any
+
+__all__ = ["JSONFormatter", "configure_logging"]
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+
+
+class JSONFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "event", ...extra}`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                payload[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            payload["error"] = record.exc_info[0].__name__
+        return json.dumps(payload, default=str, separators=(",", ":"))
+
+
+def logging_config(level: str = "info", fmt: str = "json") -> dict[str, Any]:
+    """A ``dictConfig`` for ticketd and uvicorn (also handed to uvicorn's ``log_config``)."""
+    formatter: dict[str, Any] = (
+        {"()": f"{__name__}.JSONFormatter"}
+        if fmt == "json"
+        else {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"}
+    )
+    filters: dict[str, Any] = {}
+    handler_filters: list[str] = []
+    if importlib.util.find_spec("ticketd.redaction") is not None:
+        filters = {"redact": {"()": "ticketd.redaction.TicketRedactionFilter"}}
+        handler_filters = ["redact"]
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "filters": filters,
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+                "filters": handler_filters,
+            }
+        },
+        "loggers": {
+            "ticketd": {"level": level.upper()},
+            "uvicorn": {"level": level.upper()},
+            "uvicorn.error": {"level": level.upper()},
+            "uvicorn.access": {"level": level.upper()},
+        },
+        "root": {"handlers": ["default"], "level": level.upper()},
+    }
+
+
+def configure_logging(level: str = "info", fmt: str = "json") -> None:
+    logging.config.dictConfig(logging_config(level, fmt))
