@@ -32,7 +32,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
-from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import (
+    BadPayload,
+    BadSignature,
+    SignatureExpired,
+    TimestampSigner,
+    URLSafeTimedSerializer,
+)
 
 from .exceptions import TicketError
 from .tickets import Subject
@@ -160,10 +166,15 @@ class SessionVerifier:
             return self._serializer.loads(value, max_age=self.max_age)
         except SessionInvalid:
             raise
-        except BadSignature as exc:
-            # SignatureExpired and BadTimeSignature (future-dated) are subclasses.
-            reason = "expired" if "age" in str(exc).lower() else "bad_signature"
-            raise SessionInvalid(reason) from None
+        except SignatureExpired:
+            # Too old, or dated in the future (itsdangerous raises the same class).
+            raise SessionInvalid("expired") from None
+        except BadSignature:
+            # Decide on the class, never on the message: it quotes the (attacker's) signature.
+            raise SessionInvalid("bad_signature") from None
+        except BadPayload:
+            # Correctly signed but undecodable (not itsdangerous's BadSignature family).
+            raise SessionInvalid("bad_payload") from None
         except (ValueError, TypeError, UnicodeError):
             raise SessionInvalid("bad_payload") from None
 
