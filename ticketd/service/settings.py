@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     # Redis
-    redis_url: str | None = None
+    redis_url: str | None = Field(default=None, repr=False)  # may carry a password
     redis_sentinels: CommaList = Field(default_factory=list)
     redis_sentinel_service: str = "mymaster"
     redis_cluster: bool = False
@@ -202,9 +202,13 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _topology(self) -> Settings:
         if self.redis_cluster and self.redis_sentinels:
-            raise ValueError("TICKETD_REDIS_CLUSTER and TICKETD_REDIS_SENTINELS exclude each other")
+            raise ValueError(
+                f"{ENV_PREFIX}REDIS_CLUSTER: cannot be combined with {ENV_PREFIX}REDIS_SENTINELS"
+            )
         if (self.redis_cluster or self.redis_sentinels) and self.redis_url is None:
-            raise ValueError("Cluster and Sentinel need TICKETD_REDIS_URL (credentials, TLS, db)")
+            raise ValueError(
+                f"{ENV_PREFIX}REDIS_URL: Cluster and Sentinel need it (credentials, TLS, db)"
+            )
         return self
 
     @property
@@ -227,10 +231,11 @@ class ConfigError(Exception):
 def _describe(error: ValidationError) -> list[str]:
     lines = []
     for item in error.errors():
-        location = item["loc"][0] if item["loc"] else None
-        name = f"{ENV_PREFIX}{str(location).upper()}" if location else "configuration"
         message = str(item["msg"]).removeprefix("Value error, ")
-        lines.append(f"{name}: {message}")
+        if item["loc"]:
+            lines.append(f"{ENV_PREFIX}{str(item['loc'][0]).upper()}: {message}")
+        else:  # model-level checks name their variable first, like every other line
+            lines.append(message)
     return lines
 
 
