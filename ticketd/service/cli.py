@@ -8,6 +8,10 @@ import secrets
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 __all__ = ["main"]
 
@@ -27,18 +31,24 @@ def _dev_environment(host: str, port: int) -> None:
     os.environ.setdefault("TICKETD_LOG_FORMAT", "text")
 
 
-def _dev_banner(host: str, port: int) -> str:
+def _dev_banner(settings: Settings, host: str, port: int) -> str:
     from ..sessions import issue_session_cookie
 
-    secret = os.environ["TICKETD_SESSION_SECRET"]
-    cookie = issue_session_cookie({"user_id": "dev-user"}, secret=secret)
+    # From the validated settings, not os.environ: the secret may come from
+    # TICKETD_SESSION_SECRET_FILE, and the cookie name and subject key may be set.
+    assert settings.session_secret is not None  # validated as required
+    secret = settings.session_secret.get_secret_value()
+    subject = {settings.session_subject_key: "dev-user"}
+    cookie = f"{settings.session_cookie}={issue_session_cookie(subject, secret=secret)}"
     base = f"http://{host}:{port}"
-    return (
-        "\nticketd development mode (embedded store, generated session secret)\n"
-        f"  a session cookie for user 'dev-user':  session={cookie}\n"
+    banner = "\nticketd development mode (embedded store, generated session secret)\n"
+    if settings.session_format != "ticketd":
+        return banner + f"  readiness: curl -s {base}/readyz\n"
+    return banner + (
+        f"  a session cookie for user 'dev-user':  {cookie}\n"
         "  mint a ticket:\n"
         f"    curl -si -X POST {base}/v1/tickets -H 'Origin: http://127.0.0.1:{port}' \\\n"
-        f"         -H 'Cookie: session={cookie}'\n"
+        f"         -H 'Cookie: {cookie}'\n"
         f"  readiness: curl -s {base}/readyz\n"
     )
 
@@ -60,7 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     if args.dev:
-        print(_dev_banner(args.host, args.port), file=sys.stderr, flush=True)
+        print(_dev_banner(settings, args.host, args.port), file=sys.stderr, flush=True)
     log_config = logging_config(settings.log_level, settings.log_format)
     if args.workers > 1:
         if settings.embedded:
