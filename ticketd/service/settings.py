@@ -262,6 +262,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     problems: list[str] = []
+    unread: set[str] = set()  # fields whose _FILE failed: already reported once
     known = set(Settings.model_fields)
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
@@ -276,13 +277,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 value = Path(value).read_text(encoding="utf-8").strip()
             except OSError as exc:
                 problems.append(f"{name}: cannot read the file ({exc.strerror})")
+                unread.add(f"{ENV_PREFIX}{field.upper()}:")
                 continue
         if field in known:
             values[field] = value
     try:
         settings = build_settings(values)
     except ConfigError as exc:
-        problems.extend(exc.problems)
+        # Not also "TICKETD_X: is required" after "TICKETD_X_FILE: cannot read the file".
+        problems.extend(p for p in exc.problems if not p.startswith(tuple(unread)))
     if problems:
         raise ConfigError(problems)
     return settings
