@@ -44,8 +44,9 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[TicketStore]:
 async def test_mint_and_redeem_returns_claims(store: TicketStore) -> None:
     now = 1_800_000_000.0
     issuer = TicketIssuer(store, ttl=30, clock=lambda: now)
-    issued = await issuer.mint(42, origin="HTTPS://App.Example.com:443", audience="chat",
-                               extra={"room": "lobby"})  # fmt: skip
+    issued = await issuer.mint(
+        42, origin="HTTPS://App.Example.com:443", audience="chat", extra={"room": "lobby"}
+    )
     verifier = TicketVerifier(store, audience="chat", clock=lambda: now + 1)
     claims = await verifier.redeem(issued.ticket, origin=ORIGIN)
     assert claims.subject == 42
@@ -219,8 +220,9 @@ async def test_blocking_verifier(redis_url: str) -> None:
 
 
 def test_blocking_verifier_store_down(private_redis: RedisServer) -> None:
-    verifier = BlockingTicketVerifier(BlockingTicketStore(sync_client(
-        RedisOptions(url=private_redis.url))))  # fmt: skip
+    verifier = BlockingTicketVerifier(
+        BlockingTicketStore(sync_client(RedisOptions(url=private_redis.url)))
+    )
     verifier.ping()
     private_redis.stop()
     with pytest.raises(StoreUnavailable):

@@ -1,0 +1,182 @@
+"""POST /v1/tickets/redeem, probes, metrics and the committed OpenAPI spec."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.redisproc import RedisServer
+from tests.service_support import (
+    APP_ORIGIN,
+    SERVICE_KEY,
+    SERVICE_KEY_2,
+    cookie_for,
+    make_settings,
+    running_service,
+    ticket_keys,
+)
+from ticketd.service.openapi import render
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def service(redis_server: RedisServer) -> Iterator[str]:
+    settings = make_settings(redis_server.url, service_keys=f"{SERVICE_KEY},{SERVICE_KEY_2}")
+    with running_service(settings) as base:
+        yield base
+
+
+@pytest.fixture
+def http(service: str, redis_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service, timeout=10) as client:
+        yield client
+
+
+def mint(http: httpx.Client, audience: str = "chat") -> str:
+    response = http.post(
+        "/v1/tickets",
+        json={"audience": audience},
+        headers={"Origin": APP_ORIGIN, "Cookie": f"session={cookie_for(5)}"},
+    )
+    assert response.status_code == 201
+    ticket: str = response.json()["ticket"]
+    return ticket
+
+
+def redeem(http: httpx.Client, body: object, key: str | None = SERVICE_KEY) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return http.post("/v1/tickets/redeem", json=body, headers=headers)
+
+
+def test_redeem_returns_claims_once(http: httpx.Client, redis_sync: redis.Redis) -> None:
+    ticket = mint(http)
+    first = redeem(http, {"ticket": ticket, "origin": APP_ORIGIN, "audience": "chat"})
+    assert first.status_code == 200
+    claims = first.json()
+    assert (claims["subject"], claims["origin"], claims["audience"]) == (5, APP_ORIGIN, "chat")
+    assert first.headers["cache-control"] == "no-store"
+    assert ticket_keys(redis_sync) == []
+    again = redeem(http, {"ticket": ticket, "origin": APP_ORIGIN, "audience": "chat"})
+    assert again.status_code == 401
+    assert again.json()["code"] == "invalid"
+
+
+def test_both_rotated_service_keys_work(http: httpx.Client) -> None:
+    for key in (SERVICE_KEY, SERVICE_KEY_2):
+        response = redeem(http, {"ticket": mint(http), "origin": APP_ORIGIN}, key=key)
+        assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "Bearer",
+        "Bearer wrong-key",
+        f"Basic {SERVICE_KEY}",
+        f"Bearer {SERVICE_KEY}x",
+        f"Bearer {SERVICE_KEY[:-1]}",
+    ],
+)
+def test_bad_service_key_is_401_and_burns_nothing(
+    http: httpx.Client, redis_sync: redis.Redis, authorization: str | None
+) -> None:
+    ticket = mint(http)
+    headers = {"Authorization": authorization} if authorization else {}
+    response = http.post(
+        "/v1/tickets/redeem", headers=headers, json={"ticket": ticket, "origin": APP_ORIGIN}
+    )
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_service_key"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert len(ticket_keys(redis_sync)) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "code"),
+    [
+        ({"origin": "https://evil.example"}, 403, "origin_mismatch"),
+        ({"origin": None}, 403, "origin_mismatch"),
+        ({"audience": "billing"}, 403, "audience_mismatch"),
+    ],
+)
+def test_binding_mismatch_reports_reason_and_burns(
+    http: httpx.Client, redis_sync: redis.Redis, change: dict[str, object], status: int, code: str
+) -> None:
+    ticket = mint(http)
+    body = {"ticket": ticket, "origin": APP_ORIGIN, "audience": "chat", **change}
+    response = redeem(http, body)
+    assert (response.status_code, response.json()["code"]) == (status, code)
+    assert ticket not in response.text
+    assert ticket_keys(redis_sync) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"ticket": "short", "origin": APP_ORIGIN}, 401, "malformed"),
+        ({"ticket": "A" * 43, "origin": APP_ORIGIN}, 401, "invalid"),
+        ({"origin": APP_ORIGIN}, 400, "invalid_body"),
+        ({"ticket": 5, "origin": APP_ORIGIN}, 400, "invalid_body"),
+        ({"ticket": "x", "origin": APP_ORIGIN, "extra": 1}, 400, "invalid_body"),
+    ],
+)
+def test_bad_redeem_bodies(http: httpx.Client, body: object, status: int, code: str) -> None:
+    response = redeem(http, body)
+    assert (response.status_code, response.json()["code"]) == (status, code)
+
+
+def test_redeem_needs_json(http: httpx.Client) -> None:
+    response = http.post(
+        "/v1/tickets/redeem",
+        content=b"ticket=x",
+        headers={
+            "Authorization": f"Bearer {SERVICE_KEY}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert (response.status_code, response.json()["code"]) == (415, "unsupported_media_type")
+
+
+def test_redeem_disabled_without_service_keys(redis_url: str) -> None:
+    with running_service(make_settings(redis_url, service_keys="")) as base:
+        response = httpx.post(
+            f"{base}/v1/tickets/redeem",
+            json={"ticket": "x"},
+            headers={"Authorization": "Bearer anything"},
+        )
+    assert (response.status_code, response.json()["code"]) == (404, "redeem_disabled")
+
+
+def test_probes_and_metrics(http: httpx.Client) -> None:
+    assert http.get("/livez").json() == {"status": "ok"}
+    assert http.get("/readyz").json() == {"status": "ready", "store": "redis"}
+    mint(http)
+    http.post("/v1/tickets", headers={"Origin": "https://evil.example"})
+    text = http.get("/metrics").text
+    assert 'ticketd_mints_total{outcome="ok"}' in text
+    assert 'ticketd_mints_total{outcome="origin_not_allowed"}' in text
+    assert "ticketd_mint_duration_seconds_bucket" in text
+    assert 'ticketd_build_info{version="' in text
+    assert "evil" not in text
+
+
+def test_unknown_path_is_problem(http: httpx.Client) -> None:
+    response = http.get("/nope")
+    assert (response.status_code, response.json()["code"]) == (404, "not_found")
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_committed_openapi_matches_the_code() -> None:
+    committed = (ROOT / "openapi" / "openapi.json").read_text(encoding="utf-8")
+    assert committed == render(), "openapi/openapi.json is stale: run `make openapi`"
+    spec = json.loads(committed)
+    assert {"/v1/tickets", "/v1/tickets/redeem", "/livez", "/readyz", "/metrics"} <= set(
+        spec["paths"]
+    )
