@@ -36,5 +36,8 @@ openapi: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+demo: $(STAMP)
+	$(BIN)/python -m ticketd.demo --host $(HOST) --port $(PORT)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
