@@ -13,6 +13,7 @@ Nothing here needs a network or a container engine. ``kubectl`` (for
 from __future__ import annotations
 
 import copy
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -46,8 +47,8 @@ VENV_BIN = Path(sys.executable).parent
 # support and the newest schema kubernetes-validate ships (both offline).
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 
-# The service's configuration contract (TICKETD_* names). A misspelt variable is
-# silently ignored at run time, so the manifests may use only these.
+# The service's configuration contract (TICKETD_* names, each also as <NAME>_FILE).
+# A misspelt variable is silently ignored at run time: the manifests may use only these.
 SETTINGS = frozenset(
     f"TICKETD_{name}"
     for name in (
@@ -65,12 +66,10 @@ SETTINGS = frozenset(
         "SESSION_FORMAT",
         "SESSION_COOKIE",
         "SESSION_SECRET",
-        "SESSION_SECRET_FILE",
         "SESSION_SECRET_FALLBACKS",
         "SESSION_MAX_AGE",
         "SESSION_SUBJECT_KEY",
         "SERVICE_KEYS",
-        "SERVICE_KEYS_FILE",
         "TRUSTED_PROXIES",
         "RATE_LIMIT_PER_SUBJECT",
         "RATE_LIMIT_PER_IP",
@@ -80,7 +79,9 @@ SETTINGS = frozenset(
         "LOG_FORMAT",
     )
 )
-# Never in a ConfigMap or a literal Kubernetes env value.
+# Any setting may be read from a file named by <NAME>_FILE.
+KNOWN_NAMES = SETTINGS | {f"{name}_FILE" for name in SETTINGS}
+# In Kubernetes these come only as files; never in a ConfigMap or an env value.
 SECRET_SETTINGS = frozenset(
     {
         "TICKETD_SESSION_SECRET",
@@ -95,6 +96,13 @@ Doc = dict[str, Any]
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def service_settings() -> Any:
+    """``ticketd.service.settings``, or skip when the server extra is not installed."""
+    return pytest.importorskip(
+        "ticketd.service.settings", reason="needs the server extra: pip install -e '.[server]'"
+    )
 
 
 def venv_tool(name: str) -> str:
@@ -319,7 +327,7 @@ def test_compose_contract() -> None:
     declared = compose["secrets"]
     for name, service in services.items():
         env = service.get("environment", {})
-        unknown = set(env) - SETTINGS
+        unknown = set(env) - KNOWN_NAMES
         assert not unknown, f"{name}: unknown settings {unknown}"
         for secret_setting in SECRET_SETTINGS - {"TICKETD_REDIS_URL"}:
             assert secret_setting not in env, f"{name}: {secret_setting} must come from a file"
@@ -334,6 +342,29 @@ def test_compose_contract() -> None:
         path = DEPLOY / secret["file"]
         assert path.resolve().parent == (DEPLOY / "dev-secrets").resolve(), name
         assert path.read_text(encoding="utf-8").startswith(FAKE_SECRET_PREFIX), path
+
+
+def test_compose_configuration_is_accepted_by_the_service() -> None:
+    settings = service_settings()
+    compose = load_yaml(DEPLOY / "compose.yaml")
+    files = {name: DEPLOY / secret["file"] for name, secret in compose["secrets"].items()}
+    for name, service in compose["services"].items():
+        environ = {
+            key: str(files[value.removeprefix("/run/secrets/")])
+            if value.startswith("/run/secrets/")
+            else value
+            for key, value in service.get("environment", {}).items()
+        }
+        if environ:
+            try:
+                settings.load_settings(environ)
+            except settings.ConfigError as exc:
+                pytest.fail(f"{name}: {exc}")
+
+
+def test_contract_settings_exist_in_the_service() -> None:
+    fields = {f"TICKETD_{name.upper()}" for name in service_settings().Settings.model_fields}
+    assert not SETTINGS - fields, f"documented but unknown to the service: {SETTINGS - fields}"
 
 
 def test_dev_secrets_are_obviously_fake() -> None:
@@ -523,22 +554,54 @@ def test_deployment_secrets_are_mounted_files(rendered: Rendered) -> None:
                 secret_files.add(f"{mount['mountPath']}/{item['path']}")
     assert secret_files
 
-    names: set[str] = set()
+    env = {var["name"]: var for var in container["env"]}
+    assert not env.keys() - KNOWN_NAMES, f"unknown settings: {env.keys() - KNOWN_NAMES}"
+    for name in SECRET_SETTINGS:
+        assert name not in env, f"{name}: use {name}_FILE"
+        assert f"{name}_FILE" in env, f"{name}_FILE is not set"
+    for name, var in env.items():
+        assert "valueFrom" not in var, f"{name}: secrets are files, not environment values"
+        if name.endswith("_FILE"):
+            assert var["value"] in secret_files, f"{name} names no mounted secret file"
+
+
+def deployment_environment(rendered: Rendered, secret_dir: Path) -> dict[str, str]:
+    """TICKETD_* as the container sees them, secret files materialised in secret_dir."""
+    (container,) = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"]
+    environ = dict(rendered.one("ConfigMap")["data"])
+    contents = {
+        "session-secret": secrets.token_urlsafe(48),
+        "session-secret-fallbacks": "",
+        "service-keys": f"{secrets.token_urlsafe(48)},{secrets.token_urlsafe(48)}",
+        "redis-url": "redis://ticketd:correct-horse@redis.redis.svc:6379/0",
+    }
     for var in container["env"]:
-        names.add(var["name"])
+        value = var["value"]
         if var["name"].endswith("_FILE"):
-            assert var["value"] in secret_files, f"{var['name']} names no mounted secret file"
-        elif var["name"] in SECRET_SETTINGS:
-            assert "value" not in var, f"{var['name']} must not be a literal"
-            assert "secretKeyRef" in var["valueFrom"], var["name"]
-    assert {"TICKETD_SESSION_SECRET_FILE", "TICKETD_SERVICE_KEYS_FILE"} <= names
-    assert not names - SETTINGS, f"unknown settings: {names - SETTINGS}"
+            local = secret_dir / Path(value).name
+            local.write_text(contents[local.name] + "\n", encoding="utf-8")
+            value = str(local)
+        environ[var["name"]] = value
+    return environ
+
+
+def test_kubernetes_configuration_is_accepted_by_the_service(
+    rendered: Rendered, tmp_path: Path
+) -> None:
+    settings = service_settings()
+    try:
+        loaded = settings.load_settings(deployment_environment(rendered, tmp_path))
+    except settings.ConfigError as exc:
+        pytest.fail(f"{rendered.name}: {exc}")
+    assert not loaded.embedded
+    assert loaded.key_prefix == "ticketd:"
 
 
 def test_configmap_holds_only_known_non_secret_settings(rendered: Rendered) -> None:
     config = rendered.one("ConfigMap")
     keys = set(config["data"])
     assert not keys - SETTINGS, f"unknown settings: {keys - SETTINGS}"
+    assert not {key.removesuffix("_FILE") for key in keys} & SECRET_SETTINGS, keys
     assert not keys & SECRET_SETTINGS, f"secrets in a ConfigMap: {keys & SECRET_SETTINGS}"
     assert config["data"]["TICKETD_KEY_PREFIX"] == "ticketd:", "the Redis ACL assumes ticketd:*"
     (container,) = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"]
@@ -691,6 +754,36 @@ def test_acl_allows_what_ticketd_uses(acl_server: RedisServer) -> None:
             store.put("other:t", b"record", 30_000)
     finally:
         store.close()
+
+
+@pytest.mark.redis
+async def test_acl_allows_the_rate_limiter(acl_server: RedisServer) -> None:
+    settings = service_settings()
+    ratelimit = pytest.importorskip("ticketd.service.ratelimit")
+    config = settings.build_settings(
+        {
+            "redis_url": f"redis://ticketd:{TEST_PASSWORD}@127.0.0.1:{acl_server.port}/0",
+            "session_secret": secrets.token_urlsafe(48),
+            "allowed_origins": "https://app.example.com",
+            "rate_limit_per_ip": "2/minute",
+            "rate_limit_per_subject": "2/minute",
+            "max_outstanding_per_subject": 1,
+        }
+    )
+    limits = ratelimit.MintLimits(config, ratelimit.limits_storage(config))
+    try:
+        # Both strategies (sliding-window counter, moving window), under the ACL.
+        assert await limits.check_ip("192.0.2.1") is None
+        assert await limits.check_ip("192.0.2.1") is None
+        assert (await limits.check_ip("192.0.2.1")).limit == "ip"
+        assert await limits.check_subject("alice") is None
+        assert (await limits.check_subject("alice")).limit == "outstanding"
+    finally:
+        await limits.aclose()
+    with acl_server.client() as admin:
+        keys = admin.keys("*")
+    assert keys
+    assert all(key.startswith(b"ticketd:") for key in keys), keys
 
 
 DENIED_COMMANDS = (
