@@ -36,6 +36,9 @@ openapi: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak $(SOAK_ARGS)
+
 demo: $(STAMP)
 	$(BIN)/python -m ticketd.demo --host $(HOST) --port $(PORT)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import django  # type: ignore[import-untyped]
+import django
 import pytest
-from django.conf import settings  # type: ignore[import-untyped]
+from django.conf import settings
 
 if not settings.configured:
     settings.configure(INSTALLED_APPS=["channels"], USE_TZ=True)
