@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,6 +244,22 @@ def test_dockerfile_contract() -> None:
                 assert word not in upper, f"{keyword} {args}"
         if keyword in {"COPY", "ADD"}:
             assert "dev-secrets" not in args, f"{keyword} {args}"
+
+
+def test_dockerfile_matches_the_package() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert "server" in project["optional-dependencies"]
+    assert "ticketd" in project["scripts"]
+    runs = [
+        args for keyword, args in dockerfile_instructions(DEPLOY / "Dockerfile") if keyword == "RUN"
+    ]
+    assert any("'.[server]'" in args for args in runs), runs
+    minimum = project["requires-python"].removeprefix(">=")
+    for keyword, args in dockerfile_instructions(DEPLOY / "Dockerfile"):
+        if keyword == "FROM":
+            version = args.split()[0].partition(":")[2].partition("-")[0]
+            as_tuple = tuple(int(part) for part in version.split("."))
+            assert as_tuple >= tuple(int(part) for part in minimum.split(".")), args
 
 
 def test_dockerignore_is_an_allowlist() -> None:
