@@ -567,9 +567,16 @@ def test_deployment_secrets_are_mounted_files(rendered: Rendered) -> None:
         if secret is not None:
             assert mount["readOnly"] is True
             assert secret["defaultMode"] == 0o440, "secret files: owner and fsGroup read only"
+            assert secret["secretName"] == "ticketd-secrets"
             for item in secret["items"]:
+                assert item["key"] == item["path"], item
                 secret_files.add(f"{mount['mountPath']}/{item['path']}")
-    assert secret_files
+    # The keys the operator guide tells people to put in the Secret.
+    keys = {Path(path).name for path in secret_files}
+    assert keys == {"session-secret", "session-secret-fallbacks", "service-keys", "redis-url"}
+    guide = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    for key in keys:
+        assert f"--from-file={key}=" in guide or f"--from-literal={key}=" in guide, key
 
     env = {var["name"]: var for var in container["env"]}
     assert not env.keys() - KNOWN_NAMES, f"unknown settings: {env.keys() - KNOWN_NAMES}"
