@@ -1,0 +1,162 @@
+// ticketd browser client: mint a ticket with the session cookie, open the WebSocket with it,
+// reconnect with a FRESH ticket each time (a ticket works once and lives ~30 s).
+// ES module, no dependencies. Served by ticketd at GET /v1/client.js.
+//
+//   import { connect } from "/v1/client.js";
+//   const chat = connect({ mintUrl: "/v1/tickets", socketUrl: "wss://rt.example.com/ws",
+//                          audience: "chat", onMessage: (data) => console.log(data) });
+//   chat.send("hi");  chat.close();
+
+/** The subprotocol the server answers with when the ticket travels as `ticket.<T>`. */
+export const SUBPROTOCOL = "ticketd.v1";
+
+/** A failed mint or connection attempt. `terminal` errors (401/403 from the mint) end retries. */
+export class TicketdError extends Error {
+  /**
+   * @param {string} message
+   * @param {{status?: number, terminal?: boolean, retryAfterMs?: number, cause?: unknown}} [info]
+   */
+  constructor(message, info = {}) {
+    super(message, { cause: info.cause });
+    this.name = "TicketdError";
+    /** HTTP status of the mint response; 0 when there was none (network or CORS failure). */
+    this.status = info.status ?? 0;
+    /** True when retrying cannot help: the user is not logged in or the origin is refused. */
+    this.terminal = info.terminal ?? false;
+    /** Minimum wait before retrying, from the mint's Retry-After header (429, 503). */
+    this.retryAfterMs = info.retryAfterMs ?? 0;
+  }
+}
+
+/**
+ * Ask ticketd for a ticket (POST, session cookie included).
+ * @param {string} mintUrl
+ * @param {string} [audience]
+ * @param {AbortSignal} [signal]
+ * @returns {Promise<import("./ticketd-client").Ticket>}
+ */
+export async function mintTicket(mintUrl, audience, signal) {
+  let response;
+  try {
+    response = await fetch(mintUrl, {
+      method: "POST",
+      credentials: "include",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ audience }),
+      signal,
+    });
+  } catch (cause) {
+    throw new TicketdError("ticket request failed", { cause });
+  }
+  if (!response.ok) {
+    const status = response.status;
+    throw new TicketdError(`ticket request refused (${status})`, {
+      status,
+      terminal: status === 401 || status === 403,
+      retryAfterMs: 1000 * (Number(response.headers.get("Retry-After")) || 0),
+    });
+  }
+  return response.json();
+}
+
+/**
+ * Open a WebSocket presenting `ticket` with the chosen transport.
+ * @param {string} socketUrl @param {string} ticket @param {"subprotocol"|"query"} transport
+ */
+export function openSocket(socketUrl, ticket, transport) {
+  if (transport === "subprotocol") return new WebSocket(socketUrl, [SUBPROTOCOL, "ticket." + ticket]);
+  const url = new URL(socketUrl, location.href);
+  if (url.protocol === "http:" || url.protocol === "https:") url.protocol = url.protocol.replace("http", "ws");
+  url.searchParams.set("ticket", ticket);
+  return new WebSocket(url);
+}
+
+/**
+ * Keep a ticket-authenticated WebSocket open. See ticketd-client.d.ts for the options.
+ * @param {import("./ticketd-client").ConnectOptions} options
+ * @returns {import("./ticketd-client").Controller}
+ */
+export function connect(options) {
+  const { mintUrl, socketUrl, audience, transport = "subprotocol" } = options;
+  const initialMs = options.backoff?.initialMs ?? 500;
+  const maxMs = options.backoff?.maxMs ?? 30000;
+  if (transport !== "subprotocol" && transport !== "query") throw new TypeError(`unknown transport ${transport}`);
+  /** @type {WebSocket | null} */ let socket = null;
+  const abort = new AbortController();
+  let stopped = false, failures = 0, timer = 0;
+  let state = "idle";
+
+  const report = (next, extra = {}) => {
+    state = next;
+    options.onStatus?.({ state: next, attempt: failures, ...extra });
+  };
+  const stop = (error) => {
+    stopped = true;
+    clearTimeout(timer);
+    abort.abort();
+    report("closed", error ? { error } : {});
+  };
+  const retry = (error) => {
+    if (stopped) return;
+    if (error) options.onError?.(error);
+    // Exponential backoff with "equal jitter": half fixed, half random; Retry-After is a floor.
+    const ceiling = Math.min(maxMs, initialMs * 2 ** failures++);
+    const delayMs = Math.max(ceiling / 2 + Math.random() * (ceiling / 2), error?.retryAfterMs ?? 0);
+    report("waiting", { delayMs, error });
+    timer = setTimeout(run, delayMs);
+  };
+
+  async function run() {
+    if (stopped) return;
+    report("minting");
+    let ticket;
+    try {
+      ({ ticket } = await mintTicket(mintUrl, audience, abort.signal));
+    } catch (error) {
+      if (stopped) return;
+      if (error.terminal) {
+        options.onError?.(error);
+        stop(error);
+      } else {
+        retry(error);
+      }
+      return;
+    }
+    if (stopped) return;
+    report("connecting");
+    const ws = (socket = openSocket(socketUrl, ticket, transport));
+    let opened = false;
+    ws.addEventListener("open", (event) => {
+      opened = true;
+      failures = 0;
+      report("open");
+      options.onOpen?.(event);
+    });
+    ws.addEventListener("message", (event) => options.onMessage?.(event.data, event));
+    ws.addEventListener("close", (event) => {
+      if (socket === ws) socket = null;
+      options.onClose?.(event);
+      if (stopped) return;
+      // Refused handshakes are invisible to scripts (close 1006 before "open"): retry them too,
+      // always with a new ticket.
+      retry(opened ? null : new TicketdError(`connection failed (close ${event.code})`));
+    });
+  }
+
+  queueMicrotask(run);
+  return {
+    send(data) {
+      if (!socket || socket.readyState !== WebSocket.OPEN) return false;
+      socket.send(data);
+      return true;
+    },
+    close(code = 1000, reason = "") {
+      if (stopped) return;
+      const ws = socket;
+      stop(null);
+      ws?.close(code, reason);
+    },
+    get socket() { return socket; },
+    get state() { return state; },
+  };
+}
