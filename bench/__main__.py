@@ -1,0 +1,214 @@
+"""``make bench``: run every benchmark once (or ``--repeat N`` times) and print ratios.
+
+Targets (ratios, medians over repeats):
+  mint            >= 2.0x the naive mint, >= 0.8x the bare FastAPI endpoint
+  verifier redeem >= 1.0x raw single-command GETDEL at equal concurrency
+  memory          <= 160 bytes of Redis memory per outstanding ticket
+  handshake       <= 1 ms p99 added to a websockets handshake over loopback Redis
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from . import inproc
+from .apps import ORIGIN, SECRET
+from .procs import redis_server, rss_bytes, uvicorn_app, wrk
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def http_mint(url: str, seconds: int) -> dict[str, Any]:
+    from ticketd.sessions import issue_session_cookie
+
+    env = {
+        "BENCH_REDIS_URL": url,
+        "BENCH_ORIGIN": ORIGIN,
+        "BENCH_COOKIE": issue_session_cookie({"user_id": 12345}, secret=SECRET),
+    }
+    out: dict[str, Any] = {}
+    for name, factory in (("bare", "bare"), ("naive", "naive"), ("ticketd", "ticketd_app")):
+        with uvicorn_app(factory, env) as (base, pid):
+            wrk(f"{base}/v1/tickets", "mint.lua", seconds=1, env=env)  # warm-up
+            result = wrk(f"{base}/v1/tickets", "mint.lua", seconds=seconds, env=env)
+            out[name] = {**result.as_dict(), "rss_mb": rss_bytes(pid) / 2**20}
+    return out
+
+
+def http_redeem(url: str, seconds: int) -> dict[str, Any]:
+    tickets = inproc.seed_tickets(url, 150_000)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+        handle.write("\n".join(tickets))
+    env = {
+        "BENCH_REDIS_URL": url,
+        "BENCH_ORIGIN": ORIGIN,
+        "BENCH_KEY": SECRET,
+        "BENCH_TICKETS": handle.name,
+    }
+    try:
+        with uvicorn_app("ticketd_app", env) as (base, _):
+            result = wrk(f"{base}/v1/tickets/redeem", "redeem.lua", seconds=seconds, env=env)
+    finally:
+        os.unlink(handle.name)
+    return result.as_dict()
+
+
+def run_once(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    print("  mint over HTTP (wrk, 64 connections) ...", flush=True)
+    figures["mint"] = http_mint(url, args.seconds)
+    print("  redeem in-process (64 concurrent) ...", flush=True)
+    figures["raw_getdel"] = asyncio.run(inproc.raw_getdel(url, args.ops, 64))
+    figures["verifier"] = asyncio.run(inproc.verifier_redeem(url, args.ops, 64))
+    print("  redeem over HTTP ...", flush=True)
+    figures["http_redeem"] = http_redeem(url, args.seconds)
+    return figures
+
+
+def ratios(figures: dict[str, Any]) -> dict[str, float]:
+    mint = figures["mint"]
+    return {
+        "mint / naive": mint["ticketd"]["rps"] / mint["naive"]["rps"],
+        "mint / bare": mint["ticketd"]["rps"] / mint["bare"]["rps"],
+        "verifier / raw GETDEL": figures["verifier"]["ops"] / figures["raw_getdel"]["ops"],
+        "HTTP redeem / bare": figures["http_redeem"]["rps"] / mint["bare"]["rps"],
+    }
+
+
+TARGETS = {"mint / naive": 2.0, "mint / bare": 0.8, "verifier / raw GETDEL": 1.0}
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--seconds", type=int, default=8, help="wrk duration per HTTP run")
+    parser.add_argument("--ops", type=int, default=20_000, help="in-process redeems per run")
+    parser.add_argument("--repeat", type=int, default=3, help="repeat the throughput runs")
+    parser.add_argument("--growth", default="1000,10000,100000,1000000")
+    parser.add_argument("--handshakes", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.ops, args.repeat, args.growth, args.handshakes = (
+            2,
+            3000,
+            1,
+            "1000,10000",
+            200,
+        )
+
+    report: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "args": vars(args),
+        "runs": [],
+    }
+    with redis_server() as url:
+        for run in range(args.repeat):
+            print(f"run {run + 1}/{args.repeat}", flush=True)
+            figures = run_once(url, args)
+            figures["ratios"] = ratios(figures)
+            report["runs"].append(figures)
+        print("  memory per outstanding ticket (100,000 tickets) ...", flush=True)
+        report["memory"] = inproc.memory_per_ticket(url)
+        sizes = [int(s) for s in args.growth.split(",")]
+        print(f"  redeem cost with {sizes} outstanding tickets ...", flush=True)
+        report["growth"] = asyncio.run(inproc.growth(url, sizes, args.ops // 2, 64))
+        print(f"  {args.handshakes} websockets handshakes, plain vs ticketd ...", flush=True)
+        report["handshake"] = asyncio.run(inproc.ws_handshakes(url, args.handshakes))
+
+    runs = report["runs"]
+    medians = {k: statistics.median(r["ratios"][k] for r in runs) for k in runs[0]["ratios"]}
+    report["median_ratios"] = medians
+
+    def med(path: str, field: str) -> float:
+        node: list[Any] = list(runs)
+        for part in path.split("."):
+            node = [n[part] for n in node]
+        return float(statistics.median(n[field] for n in node))
+
+    print("\nthroughput (medians of", len(runs), "runs)")
+    rows = [["what", "ops/s", "p50 ms", "p99 ms"]]
+    for label, path, field in (
+        ("bare FastAPI endpoint (baseline)", "mint.bare", "rps"),
+        ("naive mint (baseline)", "mint.naive", "rps"),
+        ("ticketd mint", "mint.ticketd", "rps"),
+        ("raw GETDEL, 64 concurrent (baseline)", "raw_getdel", "ops"),
+        ("ticketd verifier redeem, 64 concurrent", "verifier", "ops"),
+        ("ticketd HTTP redeem", "http_redeem", "rps"),
+    ):
+        rows.append(
+            [
+                label,
+                f"{med(path, field):,.0f}",
+                f"{med(path, 'p50_ms'):.2f}",
+                f"{med(path, 'p99_ms'):.2f}",
+            ]
+        )
+    print(table(rows))
+
+    print("\nratios (median over runs)")
+    rows = [["ratio", "value", "target", "met"]]
+    for name, value in medians.items():
+        target = TARGETS.get(name)
+        met = "-" if target is None else ("yes" if value >= target else "NO")
+        rows.append([name, f"{value:.2f}x", f">= {target}x" if target else "-", met])
+    memory = report["memory"]["bytes_per_ticket"]
+    rows.append(
+        [
+            "Redis bytes per outstanding ticket",
+            f"{memory:.0f}",
+            "<= 160",
+            "yes" if memory <= 160 else "NO",
+        ]
+    )
+    added = report["handshake"]["added_p99_ms"]
+    rows.append(
+        ["handshake p99 added (ms)", f"{added:.3f}", "<= 1.0", "yes" if added <= 1.0 else "NO"]
+    )
+    print(table(rows))
+
+    print("\nredeem cost as outstanding tickets grow")
+    growth = report["growth"]
+    base = growth[next(iter(growth))]["ops"]
+    rows = [["outstanding", "redeem ops/s", "vs smallest", "p99 ms"]]
+    for size, figures in growth.items():
+        rows.append(
+            [
+                f"{int(size):,}",
+                f"{figures['ops']:,.0f}",
+                f"{figures['ops'] / base:.2f}x",
+                f"{figures['p99_ms']:.2f}",
+            ]
+        )
+    print(table(rows))
+
+    errors = sum(r["mint"][n]["errors"] for r in runs for n in ("bare", "naive", "ticketd"))
+    print(f"\nHTTP errors during mint runs: {errors}")
+    RESULTS.mkdir(exist_ok=True)
+    output = RESULTS / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
+    output.write_text(json.dumps(report, indent=2))
+    print(f"figures written to bench/results/{output.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""In-process measurements: verifier vs raw GETDEL, Redis memory, growth, WS handshakes."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from ticketd import RedisOptions, TicketStore, TicketVerifier
+from ticketd.connection import async_client
+from ticketd.tickets import Claims, encode_record, new_ticket, ticket_key
+
+from .apps import ORIGIN
+
+PREFIX = "ticketd:"
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def summary(latencies: list[float], elapsed: float) -> dict[str, float]:
+    return {
+        "ops": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+    }
+
+
+def seed_tickets(url: str, count: int, *, ttl_ms: int = 600_000) -> list[str]:
+    """Store ``count`` real ticket records (pipelined) and return the tickets."""
+    now = time.time()
+    claims = Claims(
+        subject=12345,
+        origin=ORIGIN,
+        audience="default",
+        issued_at=now,
+        expires_at=now + ttl_ms / 1000,
+    )
+    record = encode_record(claims)
+    tickets = [new_ticket() for _ in range(count)]
+    with redis.Redis.from_url(url) as client:
+        for start in range(0, count, 5000):
+            pipe = client.pipeline(transaction=False)
+            for ticket in tickets[start : start + 5000]:
+                pipe.set(ticket_key(PREFIX, ticket), record, px=ttl_ms)
+            pipe.execute()
+    return tickets
+
+
+async def drive(
+    items: Sequence[str], concurrency: int, operation: Callable[[str], Awaitable[Any]]
+) -> dict[str, float]:
+    """Run ``operation`` over ``items`` with ``concurrency`` workers; latency per call."""
+    latencies: list[float] = []
+    position = 0
+
+    async def worker() -> None:
+        nonlocal position
+        while position < len(items):
+            item = items[position]
+            position += 1
+            started = time.perf_counter()
+            await operation(item)
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return summary(latencies, time.perf_counter() - started)
+
+
+async def raw_getdel(url: str, count: int, concurrency: int) -> dict[str, float]:
+    keys = [ticket_key(PREFIX, t) for t in seed_tickets(url, count)]
+    client = redis.asyncio.Redis.from_url(url, max_connections=concurrency)
+    try:
+        result = await drive(keys, concurrency, client.getdel)
+    finally:
+        await client.aclose()
+    return result
+
+
+async def verifier_redeem(url: str, count: int, concurrency: int) -> dict[str, float]:
+    tickets = seed_tickets(url, count)
+    verifier = TicketVerifier(TicketStore(async_client(RedisOptions(url=url))))
+    accepted = 0
+
+    async def redeem(ticket: str) -> None:
+        nonlocal accepted
+        await verifier.redeem(ticket, origin=ORIGIN)
+        accepted += 1
+
+    try:
+        result = await drive(tickets, concurrency, redeem)
+    finally:
+        await verifier.aclose()
+    if accepted != count:
+        raise RuntimeError(f"verifier accepted {accepted} of {count} tickets")
+    return result
+
+
+def memory_per_ticket(url: str, count: int = 100_000) -> dict[str, float]:
+    with redis.Redis.from_url(url) as client:
+        client.flushall()
+        before = int(client.info("memory")["used_memory"])
+        seed_tickets(url, count)
+        after = int(client.info("memory")["used_memory"])
+        sample = client.randomkey()
+        assert sample is not None
+        value = client.get(sample)
+        client.flushall()
+    return {
+        "bytes_per_ticket": (after - before) / count,
+        "key_bytes": len(sample),
+        "value_bytes": len(value or b""),
+    }
+
+
+def fill_outstanding(url: str, count: int) -> None:
+    """Server-side fill with ``count`` ticket-sized records with a TTL (fast, one script)."""
+    script = """
+    local value = string.rep('x', tonumber(ARGV[2]))
+    for i = 1, tonumber(ARGV[1]) do
+      redis.call('SET', ARGV[3] .. string.format('%022d', i), value, 'PX', 600000)
+    end
+    """
+    with redis.Redis.from_url(url) as client:
+        client.flushall()
+        done = 0
+        while done < count:
+            step = min(100_000, count - done)
+            client.eval(script, 0, step, 90, f"{PREFIX}f{done}:")
+            done += step
+
+
+async def growth(url: str, sizes: Sequence[int], count: int, concurrency: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for size in sizes:
+        fill_outstanding(url, size)
+        out[str(size)] = await verifier_redeem(url, count, concurrency)
+    with redis.Redis.from_url(url) as client:
+        client.flushall()
+    return out
+
+
+async def ws_handshakes(url: str, count: int) -> dict[str, Any]:
+    """Sequential handshakes against websockets servers with and without ticket_auth."""
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import serve
+
+    from ticketd.integrations.websockets import select_subprotocol, ticket_auth
+
+    async def handler(connection: Any) -> None:
+        await connection.wait_closed()
+
+    verifier = TicketVerifier(TicketStore(async_client(RedisOptions(url=url))))
+    tickets = seed_tickets(url, count)
+    results: dict[str, Any] = {}
+    try:
+        variants: tuple[tuple[str, dict[str, Any]], ...] = (
+            ("plain", {}),
+            (
+                "ticketd",
+                {
+                    "process_request": ticket_auth(verifier),
+                    "select_subprotocol": select_subprotocol,
+                },
+            ),
+        )
+        for name, options in variants:
+            async with serve(handler, "127.0.0.1", 0, **options) as server:
+                port = server.sockets[0].getsockname()[1]
+                latencies = []
+                for ticket in tickets:
+                    started = time.perf_counter()
+                    async with connect(f"ws://127.0.0.1:{port}/ws?ticket={ticket}", origin=ORIGIN):  # type: ignore[arg-type]
+                        latencies.append(time.perf_counter() - started)
+                results[name] = summary(latencies, sum(latencies))
+            if name == "plain":
+                tickets = seed_tickets(url, count)
+    finally:
+        await verifier.aclose()
+    results["added_p50_ms"] = results["ticketd"]["p50_ms"] - results["plain"]["p50_ms"]
+    results["added_p99_ms"] = results["ticketd"]["p99_ms"] - results["plain"]["p99_ms"]
+    results["added_mean_ms"] = 1000 * (1 / results["ticketd"]["ops"] - 1 / results["plain"]["ops"])
+    return results
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
