@@ -64,11 +64,11 @@ export async function mintTicket(mintUrl, audience, signal) {
  * @param {string} socketUrl @param {string} ticket @param {"subprotocol"|"query"} transport
  */
 export function openSocket(socketUrl, ticket, transport) {
-  if (transport === "subprotocol") return new WebSocket(socketUrl, [SUBPROTOCOL, "ticket." + ticket]);
-  const url = new URL(socketUrl, location.href);
+  const url = new URL(socketUrl, location.href); // relative and http(s) URLs work too
   if (url.protocol === "http:" || url.protocol === "https:") url.protocol = url.protocol.replace("http", "ws");
+  if (transport === "subprotocol") return new WebSocket(url.href, [SUBPROTOCOL, "ticket." + ticket]);
   url.searchParams.set("ticket", ticket);
-  return new WebSocket(url);
+  return new WebSocket(url.href);
 }
 
 /**
