@@ -87,11 +87,28 @@ class TicketStore:
 
         If fewer replicas than asked acknowledge the delete before the deadline, the
         redeem fails closed: a failover could otherwise resurrect the ticket.
+
+        ``WAIT`` counts acknowledgements of the last write *of its own connection*, so
+        it must travel with the GETDEL:
+
+        - on Cluster, a keyless ``WAIT`` would be routed to other nodes (and other
+          connections), where it waits for nothing; it is pinned to the key's node,
+          which puts it in that node's pipeline, on the GETDEL's connection;
+        - its server-side timeout stays well under the client's socket timeout: a
+          ``WAIT`` that blocks as long as the socket timeout races it, and the
+          client's retry would then re-send the whole pipeline (a second GETDEL
+          finds nothing), turning "not acknowledged" into "invalid ticket".
         """
-        timeout_ms = max(1, int(self.deadline * 1000) // 2)
+        timeout_ms = max(1, int(min(self.deadline, _socket_timeout(self.client)) * 1000) // 2)
         pipe = self.client.pipeline(transaction=False)  # type: ignore[attr-defined]
         pipe.getdel(key)
-        pipe.execute_command("WAIT", self.wait_replicas, timeout_ms)
+        node_from_key = getattr(self.client, "get_node_from_key", None)
+        if node_from_key is not None:  # redis.asyncio.cluster.RedisCluster
+            pipe.execute_command(
+                "WAIT", self.wait_replicas, timeout_ms, target_nodes=node_from_key(key)
+            )
+        else:
+            pipe.execute_command("WAIT", self.wait_replicas, timeout_ms)
         value, acknowledged = await pipe.execute()
         if int(acknowledged) < self.wait_replicas:
             raise StoreUnavailable(
@@ -149,6 +166,18 @@ class BlockingTicketStore:
         close = getattr(self.client, "close", None)
         if close is not None:
             close()
+
+
+def _socket_timeout(client: object) -> float:
+    """The client's socket (read) timeout in seconds, or infinity if it has none we can see.
+
+    ``redis.asyncio.Redis`` (standalone and Sentinel) keeps it in its connection
+    pool's ``connection_kwargs``; ``RedisCluster`` in its own ``connection_kwargs``.
+    """
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or getattr(client, "connection_kwargs", None)
+    timeout = kwargs.get("socket_timeout") if isinstance(kwargs, dict) else None
+    return float(timeout) if isinstance(timeout, int | float) and timeout > 0 else float("inf")
 
 
 def _as_bytes(value: object) -> bytes | None:
