@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
+from .batching import CommandBatcher
 from .exceptions import StoreUnavailable
 
 __all__ = ["AsyncRedisLike", "BlockingTicketStore", "SyncRedisLike", "TicketStore"]
@@ -48,7 +49,12 @@ class SyncRedisLike(Protocol):
 
 
 class TicketStore:
-    """Async store over a redis-py asyncio client (or anything shaped like one)."""
+    """Async store over a redis-py asyncio client (or anything shaped like one).
+
+    With ``batch=True`` (the default), commands issued concurrently are coalesced
+    into one pipeline round trip (:mod:`ticketd.batching`); pass ``batch=False`` to
+    send each command on its own.
+    """
 
     def __init__(
         self,
@@ -56,16 +62,23 @@ class TicketStore:
         *,
         deadline: float = DEFAULT_DEADLINE,
         wait_replicas: int = 0,
+        batch: bool = True,
     ) -> None:
         self.client = client
         self.deadline = deadline
         self.wait_replicas = wait_replicas
+        self.batcher = CommandBatcher(client) if batch else None
 
     async def put(self, key: str, record: bytes, ttl_ms: int) -> None:
         """Store a record for ``ttl_ms`` milliseconds."""
         try:
             async with asyncio.timeout(self.deadline):
-                stored = await self.client.set(key, record, px=ttl_ms, nx=True)
+                if self.batcher is not None:
+                    (stored,) = await self.batcher.execute(
+                        [("SET", key, record, "PX", ttl_ms, "NX")]
+                    )
+                else:
+                    stored = await self.client.set(key, record, px=ttl_ms, nx=True)
         except _STORE_ERRORS as exc:
             raise StoreUnavailable(f"mint failed: {type(exc).__name__}") from exc
         if not stored:
@@ -77,7 +90,10 @@ class TicketStore:
             async with asyncio.timeout(self.deadline):
                 if self.wait_replicas:
                     return await self._take_replicated(key)
-                value = await self.client.getdel(key)
+                if self.batcher is not None:
+                    (value,) = await self.batcher.execute([("GETDEL", key)])
+                else:
+                    value = await self.client.getdel(key)
         except _STORE_ERRORS as exc:
             raise StoreUnavailable(f"redeem failed: {type(exc).__name__}") from exc
         return _as_bytes(value)
@@ -126,6 +142,8 @@ class TicketStore:
             raise StoreUnavailable(f"ping failed: {type(exc).__name__}") from exc
 
     async def aclose(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.aclose()
         close = getattr(self.client, "aclose", None)
         if close is not None:
             await close()
