@@ -56,7 +56,11 @@ export async function mintTicket(mintUrl, audience, signal) {
       retryAfterMs: 1000 * (Number(response.headers.get("Retry-After")) || 0),
     });
   }
-  return response.json();
+  const body = await response.json().catch(() => null);
+  if (typeof body?.ticket !== "string") {
+    throw new TicketdError("malformed ticket response", { status: response.status });
+  }
+  return body;
 }
 
 /**
@@ -77,6 +81,7 @@ export function openSocket(socketUrl, ticket, transport) {
  * @returns {import("./ticketd-client").Controller}
  */
 export function connect(options) {
+  // Reconnects after every close it did not ask for (close()), each time with a new ticket.
   const { mintUrl, socketUrl, audience, transport = "subprotocol" } = options;
   const initialMs = options.backoff?.initialMs ?? 500;
   const maxMs = options.backoff?.maxMs ?? 30000;
