@@ -67,6 +67,50 @@ class RedisOptions:
         return kwargs
 
 
+class _AsyncSentinelMaster(redis.asyncio.Redis):
+    """A Sentinel-managed master client that also closes its sentinel connections.
+
+    redis-py's ``Sentinel`` keeps one client per sentinel for master discovery, and
+    the client ``master_for`` returns does not own them: closing it left those
+    connections open (a ResourceWarning and a file descriptor per sentinel, for
+    every verifier or service instance closed).
+    """
+
+    sentinel_clients: Sequence[Any] = ()
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            for client in self.sentinel_clients:
+                await client.aclose()
+
+
+class _SentinelMaster(redis.Redis):
+    """The blocking counterpart of :class:`_AsyncSentinelMaster`."""
+
+    sentinel_clients: Sequence[Any] = ()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            for client in self.sentinel_clients:
+                client.close()
+
+
+def _sentinel_tls(options: RedisOptions, kwargs: dict[str, Any]) -> None:
+    """``rediss://`` with Sentinel: TLS to the master (the URL itself is never parsed).
+
+    ``Redis.from_url`` turns ``rediss://`` into SSL connections, but Sentinel clients
+    are built from keyword arguments: without ``ssl=True`` the ``ssl_*`` options went
+    to a plain connection class, which refuses them (``TypeError`` on connect).
+    The sentinels themselves are still reached without TLS.
+    """
+    if options.url.startswith("rediss://"):
+        kwargs["ssl"] = True
+
+
 def _backoff() -> ExponentialBackoff:
     return ExponentialBackoff(cap=0.05, base=0.01)
 
@@ -83,6 +127,7 @@ def async_client(options: RedisOptions) -> Any:
         )
     kwargs["retry"] = Retry(_backoff(), options.retries)
     if options.sentinels:
+        _sentinel_tls(options, kwargs)
         sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(options.sentinels),
             sentinel_kwargs={
@@ -92,7 +137,9 @@ def async_client(options: RedisOptions) -> Any:
             **_credentials(options.url),
             **kwargs,
         )
-        return sentinel.master_for(options.sentinel_service)
+        master = sentinel.master_for(options.sentinel_service, redis_class=_AsyncSentinelMaster)
+        master.sentinel_clients = list(sentinel.sentinels)
+        return master
     return redis.asyncio.Redis.from_url(
         options.url, max_connections=options.max_connections, **kwargs
     )
@@ -110,6 +157,7 @@ def sync_client(options: RedisOptions) -> Any:
         )
     kwargs["retry"] = Retry(_backoff(), options.retries)
     if options.sentinels:
+        _sentinel_tls(options, kwargs)
         sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(options.sentinels),
             sentinel_kwargs={
@@ -119,7 +167,11 @@ def sync_client(options: RedisOptions) -> Any:
             **_credentials(options.url),
             **kwargs,
         )
-        return sentinel.master_for(options.sentinel_service)  # type: ignore[no-untyped-call]
+        master = sentinel.master_for(  # type: ignore[no-untyped-call]
+            options.sentinel_service, redis_class=_SentinelMaster
+        )
+        master.sentinel_clients = list(sentinel.sentinels)
+        return master
     return redis.Redis.from_url(options.url, max_connections=options.max_connections, **kwargs)
 
 
