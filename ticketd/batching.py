@@ -30,9 +30,14 @@ class CommandBatcher:
     or fakeredis; anything with ``pipeline(transaction=False)``.
     """
 
-    def __init__(self, client: Any, *, max_batch: int = 512) -> None:
+    def __init__(self, client: Any, *, max_batch: int = 512, deadline: float | None = None) -> None:
         self.client = client
         self.max_batch = max_batch
+        self.deadline = deadline
+        """Seconds a batch may take on the wire; past it, every caller gets ``TimeoutError``.
+
+        One timer per batch instead of one per caller: under load that is most of
+        what an ``asyncio.timeout`` per command would cost."""
         self._queue: list[tuple[Command, asyncio.Future[Any]]] = []
         self._scheduled = False
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -63,7 +68,8 @@ class CommandBatcher:
         for command, _ in batch:
             pipe.execute_command(*command)
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            async with asyncio.timeout(self.deadline):
+                replies = await pipe.execute(raise_on_error=False)
         except BaseException as exc:  # connection lost, timeout, cancelled: all fail
             for _, future in batch:
                 if not future.done():

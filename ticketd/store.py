@@ -67,7 +67,7 @@ class TicketStore:
         self.client = client
         self.deadline = deadline
         self.wait_replicas = wait_replicas
-        self.batcher = CommandBatcher(client) if batch else None
+        self.batcher = CommandBatcher(client, deadline=deadline) if batch else None
 
     async def put(self, key: str, record: bytes, ttl_ms: int) -> None:
         """Store a record for ``ttl_ms`` milliseconds."""
@@ -87,12 +87,13 @@ class TicketStore:
     async def take(self, key: str) -> bytes | None:
         """Atomically fetch and delete a record; ``None`` if there is none."""
         try:
-            async with asyncio.timeout(self.deadline):
-                if self.wait_replicas:
+            if self.wait_replicas:
+                async with asyncio.timeout(self.deadline):
                     return await self._take_replicated(key)
-                if self.batcher is not None:
-                    (value,) = await self.batcher.execute([("GETDEL", key)])
-                else:
+            if self.batcher is not None:  # the batcher enforces the deadline per batch
+                (value,) = await self.batcher.execute([("GETDEL", key)])
+            else:
+                async with asyncio.timeout(self.deadline):
                     value = await self.client.getdel(key)
         except _STORE_ERRORS as exc:
             raise StoreUnavailable(f"redeem failed: {type(exc).__name__}") from exc
