@@ -259,3 +259,52 @@ def test_dev_banner_follows_the_settings() -> None:
         {"session_secret": SECRET, "allowed_origins": ORIGIN, "session_format": "flask"}
     )
     assert "Cookie:" not in _dev_banner(flask, "127.0.0.1", 8123)
+
+
+@pytest.mark.slow
+def test_sigterm_drains_before_exiting(tmp_path: Path) -> None:
+    """With --drain-seconds, SIGTERM first turns /readyz to 503 while /livez stays 200."""
+    port = free_port()
+    stderr_path = tmp_path / "stderr"
+    env = environment(
+        TICKETD_ALLOWED_ORIGINS=ORIGIN, TICKETD_SESSION_SECRET=SECRET, TICKETD_LOG_FORMAT="text"
+    )
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ticketd.service.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--drain-seconds",
+                "3",
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        with httpx.Client(timeout=5) as client:
+            wait_until_live(client, process, stderr_path, port)
+            base = f"http://127.0.0.1:{port}"
+            assert client.get(f"{base}/readyz").status_code == 200
+            process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while client.get(f"{base}/readyz").status_code != 503:
+                assert time.monotonic() < deadline, "readiness never turned false"
+                time.sleep(0.05)
+            assert process.poll() is None  # still serving during the drain
+            assert client.get(f"{base}/livez").status_code == 200
+            assert client.get(f"{base}/readyz").json()["code"] == "not_ready"
+        code = process.wait(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    err = stderr_path.read_text()
+    assert code == -signal.SIGTERM, err
+    assert "draining: /readyz answers 503" in err
+    assert "Application shutdown complete." in err

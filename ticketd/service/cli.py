@@ -58,6 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from . import create_app
     from .logconfig import configure_logging, logging_config
+    from .server import DrainingServer
     from .settings import ConfigError, load_settings
 
     if args.dev:
@@ -94,14 +95,17 @@ def _serve(args: argparse.Namespace) -> int:
             server_header=False,
         )
         return 0
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=args.host,
         port=args.port,
         log_config=log_config,
         proxy_headers=False,
         server_header=False,
+        timeout_graceful_shutdown=args.graceful_timeout,
     )
+    DrainingServer(config, app.state.service, drain_seconds=args.drain_seconds).run()
     return 0
 
 
@@ -137,6 +141,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help="on SIGTERM, answer /readyz with 503 for this long before shutting down",
+    )
+    serve.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=20.0,
+        help="seconds to let in-flight requests finish at shutdown",
+    )
     serve.add_argument(
         "--dev",
         action="store_true",
