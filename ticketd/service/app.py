@@ -38,7 +38,7 @@ from ..exceptions import InvalidOrigin, StoreUnavailable, TicketRejected
 from ..issuer import TicketIssuer, validate_extra
 from ..sessions import SessionInvalid, SessionVerifier
 from ..store import TicketStore
-from ..tickets import Subject
+from ..tickets import Subject, log_id
 from ..verifier import TicketVerifier
 from .clientip import TrustedProxies
 from .metrics import Metrics
@@ -245,11 +245,13 @@ class Service:
                 headers={**cors, "Retry-After": "1"},
             )
         self.metrics.mints.labels("ok").inc()
+        ticket_hash = log_id(issued.ticket)
         logger.info(
-            "ticket minted audience=%s request_id=%s",
+            "ticket minted audience=%s ticket=%s request_id=%s",
             audience,
+            ticket_hash,
             rid,
-            extra={"code": "ok", "request_id": rid},
+            extra={"code": "ok", "request_id": rid, "ticket_hash": ticket_hash},
         )
         return JSONResponse(
             {
