@@ -89,7 +89,7 @@ async def test_library_tickets_spread_over_masters_and_redeem_once(
 async def test_service_on_cluster_with_rate_limits(
     cluster: ClusterTopology, nodes: list[redis.Redis]
 ) -> None:
-    """TICKETD_REDIS_CLUSTER: tickets and ``limits`` counters both live on the cluster."""
+    """TICKETD_REDIS_CLUSTER: tickets and rate-limit counters both live on the cluster."""
     settings = make_settings(
         cluster.url,
         redis_cluster=True,
@@ -111,7 +111,7 @@ async def test_service_on_cluster_with_rate_limits(
         assert responses[-1].json()["code"] == "too_many_outstanding"
         assert sum(tickets_per_node(nodes)) == 3
         counters = [k for client in nodes for k in client.keys(f"{PREFIX}rl*")]
-        assert counters, "the limits storage should keep its counters in the cluster"
+        assert counters, "the rate limiter should keep its counters in the cluster"
         for response in responses[:3]:
             claims = await verifier.redeem(response.json()["ticket"], origin=APP_ORIGIN)
             assert claims.subject == 42

@@ -224,6 +224,7 @@ async def _worker(
     n: int, http: httpx.AsyncClient, verifier: TicketVerifier, record: LoadRecord
 ) -> None:
     while not record.stop:
+        sent_at = time.monotonic()
         response = await http.post(MINT, headers=mint_headers(n), json={"audience": "chat"})
         record.statuses[response.status_code] += 1
         if response.status_code != 201:
@@ -233,7 +234,9 @@ async def _worker(
         record.minted.append(ticket)
         first = await _redeem(verifier, ticket, record)
         await _redeem(verifier, ticket, record)  # an immediate replay must never succeed
-        if first and record.killed_at is not None and record.recovered_at is None:
+        # Recovered: a mint sent after the kill, and its redeem, both succeeded.
+        killed_at = record.killed_at
+        if first and killed_at is not None and sent_at > killed_at and not record.recovered_at:
             record.recovered_at = time.monotonic()
 
 

@@ -152,7 +152,7 @@ async def test_service_mints_over_mutual_tls(mtls_server: TlsRedisServer) -> Non
         redis_ca_file=certs.ca,
         redis_cert_file=certs.client_cert,
         redis_key_file=certs.client_key,
-        max_outstanding_per_subject=5,  # the moving-window limiter talks to Redis too
+        max_outstanding_per_subject=5,  # the outstanding-ticket cap talks to Redis too
     )
     verifier = TicketVerifier.from_url(
         mtls_server.url,
