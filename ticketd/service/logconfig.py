@@ -16,7 +16,10 @@ from typing import Any
 
 __all__ = ["JSONFormatter", "configure_logging"]
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "color_message",  # uvicorn's ANSI-coloured duplicate of the message
+}
 
 
 class JSONFormatter(logging.Formatter):

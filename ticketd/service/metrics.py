@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .. import __version__
 
@@ -57,7 +57,15 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemin",
         )
-        Info("ticketd_build", "Build information.", registry=r).info({"version": __version__})
+        # A gauge, not an Info: Info metrics are not supported in multiprocess mode.
+        build = Gauge(
+            "ticketd_build_info",
+            "Build information (always 1).",
+            ["version"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        build.labels(__version__).set(1)
 
     def exposition_registry(self) -> CollectorRegistry:
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
