@@ -26,6 +26,7 @@ from tests.service_support import (
     ticket_keys,
 )
 from ticketd import (
+    BlockingTicketVerifier,
     Reason,
     RedisOptions,
     StoreUnavailable,
@@ -91,6 +92,25 @@ async def test_library_through_sentinel(sentinel: SentinelTopology) -> None:
         assert again.value.reason is Reason.INVALID
     finally:
         await verifier.aclose()
+        await client.aclose()
+
+
+async def test_blocking_verifier_through_sentinel(sentinel: SentinelTopology) -> None:
+    """The sync client follows Sentinel too, and close() releases the sentinel connections."""
+    client = async_client(RedisOptions(url=sentinel.master.url, sentinels=sentinel.sentinels))
+    verifier = BlockingTicketVerifier.from_url(
+        sentinel.master.url, sentinels=sentinel.sentinels, audience="chat"
+    )
+    try:
+        issued = await TicketIssuer(TicketStore(client)).mint(
+            "frank", origin=APP_ORIGIN, audience="chat"
+        )
+        claims = await asyncio.to_thread(verifier.redeem, issued.ticket, origin=APP_ORIGIN)
+        assert claims.subject == "frank"
+        with pytest.raises(TicketRejected):
+            await asyncio.to_thread(verifier.redeem, issued.ticket, origin=APP_ORIGIN)
+    finally:
+        verifier.close()
         await client.aclose()
 
 
