@@ -136,12 +136,20 @@ async def test_service_through_sentinel(sentinel: SentinelTopology) -> None:
 async def test_redeem_wait_replicas_acknowledged_through_sentinel(
     sentinel: SentinelTopology,
 ) -> None:
-    """TICKETD_REDEEM_WAIT_REPLICAS=1 with a live replica: redeems succeed."""
-    settings = sentinel_settings(sentinel, redeem_wait_replicas=1)
-    client = async_client(RedisOptions(url=sentinel.master.url, sentinels=sentinel.sentinels))
+    """TICKETD_REDEEM_WAIT_REPLICAS=1 with a live replica: redeems succeed.
+
+    Timeouts are generous (WAIT may block up to 2 s) so a busy CI machine does not
+    turn a slow acknowledgement into a refusal; an acknowledged WAIT returns at once.
+    """
+    settings = sentinel_settings(
+        sentinel, redeem_wait_replicas=1, redis_timeout=4, store_deadline=5
+    )
+    client = async_client(
+        RedisOptions(url=sentinel.master.url, sentinels=sentinel.sentinels, socket_timeout=4)
+    )
     try:
         issuer = TicketIssuer(TicketStore(client))
-        verifier = TicketVerifier(TicketStore(client, wait_replicas=1), audience="chat")
+        verifier = TicketVerifier(TicketStore(client, deadline=5, wait_replicas=1), audience="chat")
         issued = await issuer.mint("dave", origin=APP_ORIGIN, audience="chat")
         assert (await verifier.redeem(issued.ticket, origin=APP_ORIGIN)).subject == "dave"
 
@@ -170,14 +178,15 @@ async def test_redeem_wait_replicas_fails_closed_without_replica(
 ) -> None:
     """With the replica gone, WAIT cannot be satisfied: 503 / StoreUnavailable, ticket burned."""
     master, replica = replicated
-    settings = make_settings(master.url, redeem_wait_replicas=1)
-    client = async_client(RedisOptions(url=master.url))
+    settings = make_settings(master.url, redeem_wait_replicas=1)  # default timeouts
+    client = async_client(RedisOptions(url=master.url, socket_timeout=4))
     try:
         issuer = TicketIssuer(TicketStore(client))
+        patient = TicketVerifier(TicketStore(client, deadline=5, wait_replicas=1), audience="chat")
         verifier = TicketVerifier(TicketStore(client, wait_replicas=1), audience="chat")
         plain = TicketVerifier(TicketStore(client), audience="chat")
         before = await issuer.mint("erin", origin=APP_ORIGIN, audience="chat")
-        assert (await verifier.redeem(before.ticket, origin=APP_ORIGIN)).subject == "erin"
+        assert (await patient.redeem(before.ticket, origin=APP_ORIGIN)).subject == "erin"
 
         replica.stop()
         with master.client() as sync:
