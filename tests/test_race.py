@@ -38,8 +38,9 @@ def _worker(url: str, conn: Connection, barrier: Barrier, naive: bool) -> None:
 
 async def _worker_main(url: str, conn: Connection, barrier: Barrier, naive: bool) -> None:
     store_class = GetThenDelStore if naive else TicketStore
-    client = async_client(RedisOptions(url=url, max_connections=PER_PROCESS))
-    verifier = TicketVerifier(store_class(client), audience="chat")
+    client = async_client(RedisOptions(url=url, max_connections=PER_PROCESS, socket_timeout=10))
+    # A generous deadline: this test is about atomicity, not latency, on a shared machine.
+    verifier = TicketVerifier(store_class(client, deadline=30), audience="chat")
     # Open the connections before the first round so the race is on GETDEL, not on connect.
     await asyncio.gather(*(verifier.ping() for _ in range(PER_PROCESS)))
 
@@ -51,10 +52,22 @@ async def _worker_main(url: str, conn: Connection, barrier: Barrier, naive: bool
         return True
 
     while (ticket := conn.recv()) is not None:
-        await asyncio.to_thread(barrier.wait)
-        results = await asyncio.gather(*(attempt(ticket) for _ in range(PER_PROCESS)))
+        await asyncio.to_thread(barrier.wait, 60)
+        try:
+            results = await asyncio.gather(*(attempt(ticket) for _ in range(PER_PROCESS)))
+        except Exception as exc:  # report, never leave the parent waiting
+            conn.send(f"worker failed: {exc!r}")
+            continue
         conn.send(sum(results))
     await verifier.aclose()
+
+
+def _receive(parent: Connection) -> int:
+    if not parent.poll(60):
+        raise AssertionError("a worker did not answer within 60 s")
+    answer = parent.recv()
+    assert isinstance(answer, int), answer
+    return answer
 
 
 async def race(redis_url: str, *, naive: bool = False) -> list[int]:
@@ -76,7 +89,7 @@ async def race(redis_url: str, *, naive: bool = False) -> list[int]:
             issued = await issuer.mint("u", origin=ORIGIN, audience="chat")
             for parent, _ in pipes:
                 parent.send(issued.ticket)
-            counts = [await asyncio.to_thread(parent.recv) for parent, _ in pipes]
+            counts = [await asyncio.to_thread(_receive, parent) for parent, _ in pipes]
             successes_per_round.append(sum(counts))
     finally:
         for parent, _ in pipes:
