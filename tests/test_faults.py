@@ -350,11 +350,6 @@ async def reply_dropping_proxy(upstream_port: int) -> AsyncIterator[tuple[int, l
         await server.wait_closed()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (open): redis-py's retry re-sends GETDEL after the reply was lost; the retry "
-    "finds nothing, so the redeem reports 'invalid' (401) instead of StoreUnavailable (503)",
-)
 async def test_reply_lost_after_getdel_fails_closed(private_redis: RedisServer) -> None:
     direct = redis.asyncio.Redis.from_url(private_redis.url)
     issuer = TicketIssuer(TicketStore(direct))

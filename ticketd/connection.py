@@ -2,8 +2,15 @@
 
 redis-py's defaults wait on a dead server for many seconds (no socket timeout,
 retries with backoff). A ticket check sits on the path of a WebSocket handshake,
-so ticketd sets explicit connect/read timeouts and a retry budget of one quick
-retry; :class:`~ticketd.store.TicketStore` adds an overall deadline on top.
+so ticketd sets explicit connect/read timeouts and, by default, **no command
+retries**; :class:`~ticketd.store.TicketStore` adds an overall deadline on top.
+
+Why no retries: redis-py retries a command by sending it again after a connection
+error, without knowing whether the first copy ran. For ``GETDEL`` that is wrong in
+a quiet way: if the reply was lost after Redis deleted the ticket, the second
+``GETDEL`` finds nothing and a store failure (503) turns into "invalid ticket"
+(401). Stale pooled connections (Redis restarted) do not need a retry: the pool
+checks a connection before handing it out and reconnects it then.
 
 One :class:`RedisOptions` describes standalone (``redis://``, ``rediss://``,
 ``unix://``), Sentinel and Cluster deployments; the verifier and the service
@@ -40,7 +47,8 @@ class RedisOptions:
     sentinel_service: str = "mymaster"
     connect_timeout: float = 0.5
     socket_timeout: float = 0.5
-    retries: int = 1
+    retries: int = 0
+    """Command retries after a connection error (see the module docstring before raising it)."""
     ssl_ca_file: str | None = None
     ssl_cert_file: str | None = None
     ssl_key_file: str | None = None
