@@ -213,11 +213,6 @@ def sleep_redis(port: int, seconds: float) -> socket.socket:
     return sock
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (open): a SET that timed out on a slow Redis is executed when Redis wakes; "
-    "the mint answered 503 but its record stays stored until the TTL",
-)
 def test_slow_redis_mint_is_503_within_deadline_and_leaves_nothing(
     private_redis: RedisServer,
 ) -> None:

@@ -28,7 +28,7 @@ class GetThenDelStore(TicketStore):
 
     async def take(self, key: str) -> bytes | None:
         value = await self.client.get(key)  # type: ignore[attr-defined]
-        await self.client.delete(key)  # type: ignore[attr-defined]
+        await self.client.delete(key)
         return value  # type: ignore[no-any-return]
 
 

@@ -139,6 +139,9 @@ async def test_malformed_ticket_makes_no_store_call() -> None:
         async def getdel(self, name: str) -> None:
             CountingRedis.calls += 1
 
+        async def delete(self, *names: str) -> None:
+            CountingRedis.calls += 1
+
         async def ping(self) -> None:
             CountingRedis.calls += 1
 

@@ -37,6 +37,7 @@ class AsyncRedisLike(Protocol):
 
     def set(self, name: str, value: bytes, *, px: int, nx: bool) -> Awaitable[Any]: ...
     def getdel(self, name: str) -> Awaitable[Any]: ...
+    def delete(self, *names: str) -> Awaitable[Any]: ...
     def ping(self) -> Awaitable[Any]: ...
 
 
@@ -68,21 +69,51 @@ class TicketStore:
         self.deadline = deadline
         self.wait_replicas = wait_replicas
         self.batcher = CommandBatcher(client, deadline=deadline) if batch else None
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     async def put(self, key: str, record: bytes, ttl_ms: int) -> None:
-        """Store a record for ``ttl_ms`` milliseconds."""
+        """Store a record for ``ttl_ms`` milliseconds.
+
+        If the store fails or the deadline passes, the ``SET`` may still run later
+        (a slow Redis executes what is queued when it wakes up). The caller answers
+        503 and never sees the ticket, so such a record is useless, but it must not
+        linger: a background task deletes the key once Redis answers again.
+        """
         try:
-            async with asyncio.timeout(self.deadline):
-                if self.batcher is not None:
-                    (stored,) = await self.batcher.execute(
-                        [("SET", key, record, "PX", ttl_ms, "NX")]
-                    )
-                else:
+            if self.batcher is not None:  # the batcher enforces the deadline per batch
+                (stored,) = await self.batcher.execute([("SET", key, record, "PX", ttl_ms, "NX")])
+            else:
+                async with asyncio.timeout(self.deadline):
                     stored = await self.client.set(key, record, px=ttl_ms, nx=True)
         except _STORE_ERRORS as exc:
+            self._forget_later(key, ttl_ms)
             raise StoreUnavailable(f"mint failed: {type(exc).__name__}") from exc
         if not stored:
             raise StoreUnavailable("mint failed: key already exists")
+
+    def _forget_later(self, key: str, ttl_ms: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._forget(key, ttl_ms / 1000))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _forget(self, key: str, within: float) -> None:
+        """Delete ``key`` twice, each after Redis has answered a ``PING``.
+
+        The first delete can overtake a ``SET`` still queued on another connection
+        when Redis wakes; by the second round trip that ``SET`` has run. Gives up
+        after ``within`` seconds (the record's TTL): then there is nothing to clean.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + within
+        deleted = 0
+        while deleted < 2 and loop.time() < give_up:
+            try:
+                async with asyncio.timeout(self.deadline):
+                    await self.client.ping()
+                    await self.client.delete(key)
+                deleted += 1
+            except _STORE_ERRORS:
+                await asyncio.sleep(0.1)
 
     async def take(self, key: str) -> bytes | None:
         """Atomically fetch and delete a record; ``None`` if there is none."""
@@ -143,6 +174,9 @@ class TicketStore:
             raise StoreUnavailable(f"ping failed: {type(exc).__name__}") from exc
 
     async def aclose(self) -> None:
+        for task in self._cleanups:
+            task.cancel()
+        await asyncio.gather(*self._cleanups, return_exceptions=True)
         if self.batcher is not None:
             await self.batcher.aclose()
         close = getattr(self.client, "aclose", None)
