@@ -26,6 +26,7 @@ from typing import Any
 
 import fakeredis
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
@@ -63,7 +64,6 @@ def _problem_docs(*codes: str) -> dict[int | str, dict[str, Any]]:
         entry = docs.setdefault(
             problem.status,
             {
-                "model": ProblemBody,
                 "description": "",
                 "content": {
                     "application/problem+json": {
@@ -462,11 +462,15 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
         openapi_extra={"requestBody": mint_body},
         responses=_problem_docs(
             "invalid_body",
+            "unknown_audience",
             "unauthenticated",
             "origin_not_allowed",
+            "cross_site",
+            "method_not_allowed",
             "body_too_large",
             "unsupported_media_type",
             "rate_limited",
+            "too_many_outstanding",
             "store_unavailable",
         ),
     )
@@ -486,9 +490,16 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
         openapi_extra={"requestBody": redeem_body, "security": [{"serviceKey": []}]},
         responses=_problem_docs(
             "invalid_service_key",
+            "missing",
+            "malformed",
+            "invalid",
             "invalid_body",
+            "duplicate",
             "origin_mismatch",
+            "audience_mismatch",
+            "ip_mismatch",
             "redeem_disabled",
+            "method_not_allowed",
             "body_too_large",
             "unsupported_media_type",
             "store_unavailable",
@@ -508,6 +519,12 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
         methods=["GET"],
         summary="Prometheus metrics",
         response_class=Response,
+        responses={
+            200: {
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "description": "Prometheus text exposition format",
+            }
+        },
     )
     app.add_api_route(
         "/v1/client.js",
@@ -515,7 +532,30 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
         methods=["GET"],
         summary="Browser client (ES module)",
         response_class=Response,
+        responses={
+            200: {
+                "content": {"text/javascript": {"schema": {"type": "string"}}},
+                "description": "The ES module",
+            }
+        },
     )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            components = document.setdefault("components", {})
+            components.setdefault("schemas", {})["ProblemBody"] = ProblemBody.model_json_schema()
+            components.setdefault("securitySchemes", {})["serviceKey"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "One of TICKETD_SERVICE_KEYS.",
+            }
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -16,14 +16,7 @@ _SPEC_SETTINGS = {
 
 
 def spec() -> dict[str, Any]:
-    app = create_app(build_settings(_SPEC_SETTINGS))
-    document = app.openapi()
-    document.setdefault("components", {}).setdefault("securitySchemes", {})["serviceKey"] = {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "One of TICKETD_SERVICE_KEYS.",
-    }
-    return document
+    return create_app(build_settings(_SPEC_SETTINGS)).openapi()
 
 
 def render() -> str:
