@@ -1,11 +1,16 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import fakeredis
+import httpx
 import pytest
 import redis
+import redis.asyncio
 
 from tests.redisproc import RedisServer
+from tests.service_support import make_settings, running_service
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +47,29 @@ def private_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(params=["fakeredis", "redis-server"])
+async def any_async_redis(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """The same test against the embedded store (fakeredis) and a real redis-server."""
+    client: Any
+    if request.param == "fakeredis":
+        client = fakeredis.FakeAsyncRedis()
+    else:
+        client = redis.asyncio.Redis.from_url(request.getfixturevalue("redis_url"))
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def service(redis_server: RedisServer) -> Iterator[str]:
+    """The HTTP service with the default test settings, on the shared redis-server."""
+    with running_service(make_settings(redis_server.url)) as base:
+        yield base
+
+
+@pytest.fixture
+def http(service: str, redis_url: str) -> Iterator[httpx.Client]:
+    """A client for ``service``; requesting ``redis_url`` flushes Redis before each test."""
+    with httpx.Client(base_url=service, timeout=10) as client:
+        yield client

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import fakeredis
 import pytest
 import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -34,15 +33,9 @@ class CountingPipelines:
         return pipe
 
 
-@pytest.fixture(params=["fakeredis", "redis-server"])
-async def client(request: pytest.FixtureRequest) -> Any:
-    client: Any
-    if request.param == "fakeredis":
-        client = fakeredis.FakeAsyncRedis()
-    else:
-        client = redis.asyncio.Redis.from_url(request.getfixturevalue("redis_url"))
-    yield client
-    await client.aclose()
+@pytest.fixture
+def client(any_async_redis: Any) -> Any:
+    return any_async_redis
 
 
 async def test_concurrent_callers_share_one_pipeline(client: Any) -> None:

@@ -95,18 +95,6 @@ def getdel_calls(client: redis.Redis) -> int:
 # --- the HTTP service ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def service(redis_server: RedisServer) -> Iterator[str]:
-    with running_service(make_settings(redis_server.url)) as base:
-        yield base
-
-
-@pytest.fixture
-def http(service: str, redis_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service, timeout=10) as client:
-        yield client
-
-
 def mint(
     http: httpx.Client,
     secrets: Secrets,

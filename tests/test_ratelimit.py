@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import fakeredis
 import pytest
-import redis.asyncio
 
 from tests.service_support import make_settings
 from ticketd.batching import CommandBatcher
@@ -21,15 +19,9 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["fakeredis", "redis-server"])
-async def client(request: pytest.FixtureRequest) -> Any:
-    client: Any
-    if request.param == "fakeredis":
-        client = fakeredis.FakeAsyncRedis()
-    else:
-        client = redis.asyncio.Redis.from_url(request.getfixturevalue("redis_url"))
-    yield client
-    await client.aclose()
+@pytest.fixture
+def client(any_async_redis: Any) -> Any:
+    return any_async_redis
 
 
 def limits(client: Any, clock: Clock, **settings: Any) -> MintLimits:

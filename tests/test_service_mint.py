@@ -4,38 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import redis
 
-from tests.redisproc import RedisServer
 from tests.service_support import (
     APP_ORIGIN,
     OLD_SECRET,
     cookie_for,
-    make_settings,
-    running_service,
     ticket_keys,
 )
 from ticketd import Reason, TicketRejected, TicketVerifier
 
 MINT = "/v1/tickets"
-
-
-@pytest.fixture(scope="module")
-def service(redis_server: RedisServer) -> Iterator[str]:
-    with running_service(make_settings(redis_server.url)) as base:
-        yield base
-
-
-@pytest.fixture
-def http(service: str, redis_url: str) -> Iterator[httpx.Client]:
-    # redis_url flushes the shared server before each test.
-    with httpx.Client(base_url=service, timeout=10) as client:
-        yield client
 
 
 def mint(
