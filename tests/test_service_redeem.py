@@ -180,3 +180,18 @@ def test_committed_openapi_matches_the_code() -> None:
     assert {"/v1/tickets", "/v1/tickets/redeem", "/livez", "/readyz", "/metrics"} <= set(
         spec["paths"]
     )
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [(APP_ORIGIN, APP_ORIGIN), ("https://evil.example", None), (None, None)],
+)
+def test_client_module_importable_from_allowed_origins_only(
+    http: httpx.Client, origin: str | None, allowed: str | None
+) -> None:
+    response = http.get("/v1/client.js", headers={"Origin": origin} if origin else {})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert "export function connect" in response.text
+    assert response.headers.get("access-control-allow-origin") == allowed
+    assert response.headers["vary"] == "Origin"

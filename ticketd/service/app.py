@@ -393,11 +393,19 @@ class Service:
             source = resources.files("ticketd").joinpath("static/ticketd-client.js").read_bytes()
         except FileNotFoundError:
             return problem_response("not_found")
-        return Response(
-            source,
-            media_type="text/javascript; charset=utf-8",
-            headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
-        )
+        headers = {
+            "Cache-Control": "public, max-age=300",
+            "X-Content-Type-Options": "nosniff",
+            "Vary": "Origin",
+        }
+        # Module scripts are fetched with CORS: pages on allowed origins may import it.
+        origins = request.headers.getlist("origin")
+        if len(origins) == 1:
+            try:
+                headers["Access-Control-Allow-Origin"] = self.allowlist.check(origins[0])
+            except InvalidOrigin:
+                pass
+        return Response(source, media_type="text/javascript; charset=utf-8", headers=headers)
 
     async def aclose(self) -> None:
         await self.store.aclose()
