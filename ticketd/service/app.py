@@ -401,10 +401,8 @@ class Service:
         # Module scripts are fetched with CORS: pages on allowed origins may import it.
         origins = request.headers.getlist("origin")
         if len(origins) == 1:
-            try:
+            with contextlib.suppress(InvalidOrigin):
                 headers["Access-Control-Allow-Origin"] = self.allowlist.check(origins[0])
-            except InvalidOrigin:
-                pass
         return Response(source, media_type="text/javascript; charset=utf-8", headers=headers)
 
     async def aclose(self) -> None:
