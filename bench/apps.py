@@ -56,10 +56,20 @@ def naive() -> FastAPI:
     return app
 
 
-def ticketd_app() -> FastAPI:
+def ticketd_app(*, limits: bool = True) -> FastAPI:
     from ticketd.service import create_app
     from ticketd.service.settings import build_settings
 
+    high = {
+        "rate_limit_per_subject": "100000000/minute",
+        "rate_limit_per_ip": "100000000/minute",
+        "max_outstanding_per_subject": 100_000_000,
+    }
+    off = {
+        "rate_limit_per_subject": "0",
+        "rate_limit_per_ip": "0",
+        "max_outstanding_per_subject": 0,
+    }
     return create_app(
         build_settings(
             {
@@ -67,10 +77,13 @@ def ticketd_app() -> FastAPI:
                 "allowed_origins": ORIGIN,
                 "session_secret": SECRET,
                 "service_keys": SECRET,
-                "rate_limit_per_subject": "100000000/minute",
-                "rate_limit_per_ip": "100000000/minute",
-                "max_outstanding_per_subject": 100_000_000,
                 "log_level": "warning",
+                **(high if limits else off),
             }
         )
     )
+
+
+def ticketd_app_without_limits() -> FastAPI:
+    """Not a target: shows what the three limit counters cost."""
+    return ticketd_app(limits=False)
