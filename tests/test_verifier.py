@@ -142,6 +142,9 @@ async def test_malformed_ticket_makes_no_store_call() -> None:
         async def delete(self, *names: str) -> None:
             CountingRedis.calls += 1
 
+        async def execute_command(self, *args: object) -> None:
+            CountingRedis.calls += 1
+
         async def ping(self) -> None:
             CountingRedis.calls += 1
 

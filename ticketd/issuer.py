@@ -15,7 +15,7 @@ from .origins import canonical_origin
 from .store import TicketStore
 from .tickets import Claims, JSONValue, Subject, encode_record, new_ticket, ticket_key
 
-__all__ = ["DEFAULT_KEY_PREFIX", "IssuedTicket", "TicketIssuer"]
+__all__ = ["DEFAULT_KEY_PREFIX", "IssuedTicket", "PreparedTicket", "TicketIssuer"]
 
 DEFAULT_KEY_PREFIX = "ticketd:"
 DEFAULT_TTL = 30.0
@@ -43,6 +43,19 @@ class IssuedTicket:
 
     def __repr__(self) -> str:
         return f"IssuedTicket(claims={self.claims!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedTicket:
+    """A ticket and its record, built but not stored yet (:meth:`TicketIssuer.prepare`)."""
+
+    issued: IssuedTicket
+    key: str
+    record: bytes
+    ttl_ms: int
+
+    def __repr__(self) -> str:
+        return f"PreparedTicket(issued={self.issued!r})"
 
 
 def validate_subject(subject: object) -> Subject:
@@ -94,6 +107,42 @@ class TicketIssuer:
         self.ttl = ttl
         self.clock = clock
 
+    def prepare(
+        self,
+        subject: Subject,
+        *,
+        origin: str,
+        audience: str,
+        ttl: float | None = None,
+        extra: Mapping[str, JSONValue] | None = None,
+        client_ip: str | None = None,
+    ) -> PreparedTicket:
+        """Validate the bindings and build a ticket and its record, without storing it.
+
+        Raises ``ValueError``/``TypeError`` (including
+        :class:`~ticketd.exceptions.InvalidOrigin`) for bad arguments.
+        """
+        ttl = self.ttl if ttl is None else ttl
+        if not MIN_TTL <= ttl <= MAX_TTL:
+            raise ValueError(f"ttl must be between {MIN_TTL:g} and {MAX_TTL:g} seconds")
+        now = self.clock()
+        claims = Claims(
+            subject=validate_subject(subject),
+            origin=canonical_origin(origin),
+            audience=validate_audience(audience),
+            issued_at=round(now, 3),
+            expires_at=round(now + ttl, 3),
+            client_ip=client_ip,
+            extra=validate_extra(extra),
+        )
+        ticket = new_ticket()
+        return PreparedTicket(
+            issued=IssuedTicket(ticket=ticket, claims=claims),
+            key=ticket_key(self.key_prefix, ticket),
+            record=encode_record(claims),
+            ttl_ms=round(ttl * 1000),
+        )
+
     async def mint(
         self,
         subject: Subject,
@@ -111,21 +160,8 @@ class TicketIssuer:
         store call, and :class:`~ticketd.exceptions.StoreUnavailable` if the
         record could not be stored — the ticket is then never returned.
         """
-        ttl = self.ttl if ttl is None else ttl
-        if not MIN_TTL <= ttl <= MAX_TTL:
-            raise ValueError(f"ttl must be between {MIN_TTL:g} and {MAX_TTL:g} seconds")
-        now = self.clock()
-        claims = Claims(
-            subject=validate_subject(subject),
-            origin=canonical_origin(origin),
-            audience=validate_audience(audience),
-            issued_at=round(now, 3),
-            expires_at=round(now + ttl, 3),
-            client_ip=client_ip,
-            extra=validate_extra(extra),
+        prepared = self.prepare(
+            subject, origin=origin, audience=audience, ttl=ttl, extra=extra, client_ip=client_ip
         )
-        ticket = new_ticket()
-        await self.store.put(
-            ticket_key(self.key_prefix, ticket), encode_record(claims), round(ttl * 1000)
-        )
-        return IssuedTicket(ticket=ticket, claims=claims)
+        await self.store.put(prepared.key, prepared.record, prepared.ttl_ms)
+        return prepared.issued

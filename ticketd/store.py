@@ -16,12 +16,12 @@ A redeem that fails after the command was sent fails closed: the caller gets
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
-from .batching import CommandBatcher
+from .batching import Command, CommandBatcher
 from .exceptions import StoreUnavailable
 
 __all__ = ["AsyncRedisLike", "BlockingTicketStore", "SyncRedisLike", "TicketStore"]
@@ -38,6 +38,7 @@ class AsyncRedisLike(Protocol):
     def set(self, name: str, value: bytes, *, px: int, nx: bool) -> Awaitable[Any]: ...
     def getdel(self, name: str) -> Awaitable[Any]: ...
     def delete(self, *names: str) -> Awaitable[Any]: ...
+    def execute_command(self, *args: Any) -> Awaitable[Any]: ...
     def ping(self) -> Awaitable[Any]: ...
 
 
@@ -71,25 +72,47 @@ class TicketStore:
         self.batcher = CommandBatcher(client, deadline=deadline) if batch else None
         self._cleanups: set[asyncio.Task[None]] = set()
 
-    async def put(self, key: str, record: bytes, ttl_ms: int) -> None:
+    async def put(
+        self, key: str, record: bytes, ttl_ms: int, *, along: Sequence[Command] = ()
+    ) -> list[Any]:
         """Store a record for ``ttl_ms`` milliseconds.
+
+        ``along`` are other commands (the mint's rate-limit counters) sent in the
+        same round trip, before the ``SET``; their replies are returned.
 
         If the store fails or the deadline passes, the ``SET`` may still run later
         (a slow Redis executes what is queued when it wakes up). The caller answers
         503 and never sees the ticket, so such a record is useless, but it must not
         linger: a background task deletes the key once Redis answers again.
         """
+        set_command = ("SET", key, record, "PX", ttl_ms, "NX")
         try:
             if self.batcher is not None:  # the batcher enforces the deadline per batch
-                (stored,) = await self.batcher.execute([("SET", key, record, "PX", ttl_ms, "NX")])
+                *replies, stored = await self.batcher.execute([*along, set_command])
             else:
                 async with asyncio.timeout(self.deadline):
+                    replies = [await self.client.execute_command(*c) for c in along]
                     stored = await self.client.set(key, record, px=ttl_ms, nx=True)
         except _STORE_ERRORS as exc:
             self._forget_later(key, ttl_ms)
             raise StoreUnavailable(f"mint failed: {type(exc).__name__}") from exc
         if not stored:
             raise StoreUnavailable("mint failed: key already exists")
+        return replies
+
+    async def discard(self, key: str, *, along: Sequence[Command] = ()) -> None:
+        """Delete a record that was stored but will not be handed out (best effort: if
+        Redis fails now, the record, which nobody holds the ticket of, expires with its TTL)."""
+        try:
+            if self.batcher is not None:
+                await self.batcher.execute([*along, ("DEL", key)])
+            else:
+                async with asyncio.timeout(self.deadline):
+                    for command in along:
+                        await self.client.execute_command(*command)
+                    await self.client.delete(key)
+        except _STORE_ERRORS:
+            pass
 
     def _forget_later(self, key: str, ttl_ms: int) -> None:
         task = asyncio.get_running_loop().create_task(self._forget(key, ttl_ms / 1000))

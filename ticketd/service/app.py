@@ -202,8 +202,10 @@ class Service:
             return self._refuse("unknown_audience", rid, where="mint", headers=cors)
 
         ip = self.client_ip(request)
-        # The cookie check is local (no I/O); its outcome decides which counters the
-        # single limiter round trip touches. A bad cookie still counts against the IP.
+        # The cookie check is local (no I/O). With a subject, the limit counters and the
+        # ticket's SET travel in one round trip; if a limit refuses, the record is
+        # deleted again and the refused attempt taken back from the subject's counters.
+        # A bad cookie still counts against the IP.
         subject: Subject | None
         try:
             subject = self.sessions.subject(
@@ -213,28 +215,27 @@ class Service:
         except SessionInvalid as exc:
             subject, why = None, exc.reason
         try:
-            limited = await self.limits.check(ip, subject)
-            if limited is not None:
-                self.metrics.rate_limited.labels(limited.limit).inc()
-                code = "too_many_outstanding" if limited.limit == "outstanding" else "rate_limited"
-                return self._refuse(
-                    code,
-                    rid,
-                    where="mint",
-                    detail=f"limit={limited.limit}",
-                    headers={**cors, "Retry-After": str(limited.retry_after)},
-                )
             if subject is None:
-                return self._refuse(
-                    "unauthenticated", rid, where="mint", headers=cors, detail=f"why={why}"
+                limited = await self.limits.check(ip, None)
+                if limited is None:
+                    return self._refuse(
+                        "unauthenticated", rid, where="mint", headers=cors, detail=f"why={why}"
+                    )
+            else:
+                plan = self.limits.plan(ip, subject)
+                prepared = self.issuer.prepare(
+                    subject,
+                    origin=origin,
+                    audience=audience,
+                    extra=extra,
+                    client_ip=ip if self.settings.bind_client_ip else None,
                 )
-            issued = await self.issuer.mint(
-                subject,
-                origin=origin,
-                audience=audience,
-                extra=extra,
-                client_ip=ip if self.settings.bind_client_ip else None,
-            )
+                replies = await self.store.put(
+                    prepared.key, prepared.record, prepared.ttl_ms, along=plan.commands
+                )
+                limited = plan.verdict(replies)
+                if limited is not None:
+                    await self.store.discard(prepared.key, along=plan.take_back)
         except StoreUnavailable as exc:
             self.metrics.store_errors.labels("mint").inc()
             return self._refuse(
@@ -244,6 +245,17 @@ class Service:
                 detail=f"why={exc}",
                 headers={**cors, "Retry-After": "1"},
             )
+        if limited is not None:
+            self.metrics.rate_limited.labels(limited.limit).inc()
+            code = "too_many_outstanding" if limited.limit == "outstanding" else "rate_limited"
+            return self._refuse(
+                code,
+                rid,
+                where="mint",
+                detail=f"limit={limited.limit}",
+                headers={**cors, "Retry-After": str(limited.retry_after)},
+            )
+        issued = prepared.issued
         self.metrics.mints.labels("ok").inc()
         ticket_hash = log_id(issued.ticket)
         logger.info(

@@ -33,7 +33,7 @@ import hashlib
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,7 @@ from ..exceptions import StoreUnavailable
 from ..tickets import Subject
 from .settings import Settings
 
-__all__ = ["Limited", "MintLimits", "Rate"]
+__all__ = ["LimitPlan", "Limited", "MintLimits", "Rate"]
 
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*")
 _UNIT_MS = {"second": 1000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
@@ -138,8 +138,8 @@ class MintLimits:
             remaining_ms=rate.window_ms - elapsed,
         )
 
-    async def check(self, ip: str | None, subject: Subject | None) -> Limited | None:
-        """Count this mint attempt and say whether a limit refuses it.
+    def plan(self, ip: str | None, subject: Subject | None) -> LimitPlan:
+        """The counters this mint attempt touches (no I/O).
 
         ``subject`` is ``None`` when the cookie did not verify: only the IP counts.
         """
@@ -153,15 +153,20 @@ class MintLimits:
                 windows.append(self._window("subject", self.per_subject, sid, now_ms))
             if self.outstanding is not None:
                 windows.append(self._window("outstanding", self.outstanding, sid, now_ms))
-        if not windows:
+        return LimitPlan(tuple(windows))
+
+    async def check(self, ip: str | None, subject: Subject | None) -> Limited | None:
+        """Count this mint attempt and say whether a limit refuses it (own round trip).
+
+        The service usually sends :meth:`LimitPlan.commands` together with the
+        ticket's ``SET`` instead (one round trip per mint).
+        """
+        plan = self.plan(ip, subject)
+        if not plan.commands:
             return None
-        replies = await self._run([c for w in windows for c in w.commands()])
-        verdicts = [w.verdict(replies[3 * i], replies[3 * i + 2]) for i, w in enumerate(windows)]
-        refusal = next((v for v in verdicts if v is not None), None)
-        if refusal is not None:
-            taken_back = [("DECR", w.key) for w in windows if w.name != "ip"]
-            if taken_back:
-                await self._run(taken_back)
+        refusal = plan.verdict(await self._run(plan.commands))
+        if refusal is not None and plan.take_back:
+            await self._run(plan.take_back)
         return refusal
 
     async def _run(self, commands: list[Command]) -> list[Any]:
@@ -169,3 +174,27 @@ class MintLimits:
             return await self.batcher.execute(commands)
         except (RedisError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"rate limiter failed: {type(exc).__name__}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class LimitPlan:
+    """The counter commands of one mint attempt, and how to read their replies."""
+
+    windows: tuple[_Window, ...]
+
+    @property
+    def commands(self) -> list[Command]:
+        return [c for w in self.windows for c in w.commands()]
+
+    def verdict(self, replies: Sequence[Any]) -> Limited | None:
+        """The first limit that refuses, given the replies to :attr:`commands`."""
+        for i, window in enumerate(self.windows):
+            refusal = window.verdict(replies[3 * i], replies[3 * i + 2])
+            if refusal is not None:
+                return refusal
+        return None
+
+    @property
+    def take_back(self) -> list[Command]:
+        """Undo the subject counters of a refused attempt (the IP keeps counting)."""
+        return [("DECR", w.key) for w in self.windows if w.name != "ip"]
