@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import fakeredis
 import pytest
@@ -113,4 +114,36 @@ async def test_slow_server_hits_the_deadline(private_redis: RedisServer) -> None
     await admin.aclose()
     # After the pause the record is intact and the store works again.
     assert await store.take("t:slow") == b"x"
+    await store.aclose()
+
+
+@pytest.mark.parametrize("batch", [True, False])
+async def test_put_along_and_discard(any_async_redis: Any, batch: bool) -> None:
+    store = TicketStore(any_async_redis, batch=batch)
+    replies = await store.put("t:with", b"rec", 10_000, along=[("INCR", "t:c"), ("GET", "t:c")])
+    assert replies == [1, b"1"]
+    assert await any_async_redis.get("t:with") == b"rec"
+    await store.discard("t:with", along=[("DECR", "t:c")])
+    assert await any_async_redis.get("t:with") is None
+    assert await any_async_redis.get("t:c") == b"0"
+
+
+async def test_failed_put_is_cleaned_up_once_redis_answers(private_redis: RedisServer) -> None:
+    """A SET queued behind a slow Redis runs after the deadline; the store deletes it."""
+    store = TicketStore(
+        async_client(RedisOptions(url=private_redis.url, socket_timeout=5)), deadline=0.2
+    )
+    await store.put("t:warm", b"x", 60_000)  # a connection is open and ready
+    admin = redis.asyncio.Redis(port=private_redis.port)
+    sleeper = asyncio.create_task(admin.execute_command("DEBUG", "SLEEP", "1"))  # type: ignore[no-untyped-call]
+    await asyncio.sleep(0.1)
+    with pytest.raises(StoreUnavailable):
+        await store.put("t:late", b"x", 60_000)
+    await sleeper
+    for _ in range(100):
+        if not await admin.exists("t:late"):
+            break
+        await asyncio.sleep(0.05)
+    assert not await admin.exists("t:late")
+    await admin.aclose()
     await store.aclose()
