@@ -39,6 +39,7 @@ def test_per_subject_rate_limit(redis_url: str, redis_sync: redis.Redis) -> None
     assert limited.status_code == 429
     assert limited.json()["code"] == "rate_limited"
     assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert limited.headers["access-control-expose-headers"] == "Retry-After"
     assert other.status_code == 201
     assert len(ticket_keys(redis_sync)) == 4
 

@@ -442,3 +442,16 @@ def test_config_error_hides_secrets() -> None:
     assert len(info.value.problems) == 3
     for secret in (placeholder, SERVICE_KEY, "short-key-value", REDIS_PASSWORD):
         assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("audience", "message"),
+    [
+        ("a" * 129, "audience must be a string of 1 to 128 characters"),
+        ("chat\x00", "audience must not contain control characters"),
+    ],
+)
+def test_bad_audience_refused_at_start(audience: str, message: str) -> None:
+    assert problems({**MINIMAL, "audiences": f"chat,{audience}"}) == [
+        f"TICKETD_AUDIENCES: {message}"
+    ]

@@ -9,9 +9,11 @@ from typing import Any
 import fakeredis
 import pytest
 import redis.asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 from tests.redisproc import RedisServer
-from ticketd import RedisOptions, StoreUnavailable, TicketStore
+from ticketd import BlockingTicketStore, RedisOptions, StoreUnavailable, TicketStore
 from ticketd.connection import async_client
 
 
@@ -147,3 +149,60 @@ async def test_failed_put_is_cleaned_up_once_redis_answers(private_redis: RedisS
     assert not await admin.exists("t:late")
     await admin.aclose()
     await store.aclose()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RedisClusterException("Redis Cluster cannot be connected"),
+        SlotNotCoveredError("slot"),
+        RedisConnectionError("gone"),
+        ConnectionResetError(),
+        TimeoutError(),
+    ],
+)
+async def test_every_client_failure_is_store_unavailable(error: Exception) -> None:
+    class Failing:
+        async def set(self, name: str, value: bytes, *, px: int, nx: bool) -> None:
+            raise error
+
+        async def getdel(self, name: str) -> None:
+            raise error
+
+        async def delete(self, *names: str) -> None:
+            raise error
+
+        async def execute_command(self, *args: object) -> None:
+            raise error
+
+        async def ping(self) -> None:
+            raise error
+
+    store = TicketStore(Failing(), batch=False, deadline=0.5)
+    with pytest.raises(StoreUnavailable):
+        await store.take("t:k")
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+    with pytest.raises(StoreUnavailable):
+        await store.put("t:k", b"x", 1000)
+    await store.aclose()
+
+
+def test_blocking_store_maps_cluster_errors() -> None:
+    class Failing:
+        def set(self, name: str, value: bytes, *, px: int, nx: bool) -> None:
+            raise RedisClusterException("down")
+
+        def getdel(self, name: str) -> None:
+            raise RedisClusterException("down")
+
+        def ping(self) -> None:
+            raise RedisClusterException("down")
+
+    store = BlockingTicketStore(Failing())
+    with pytest.raises(StoreUnavailable):
+        store.take("k")
+    with pytest.raises(StoreUnavailable):
+        store.ping()
+    with pytest.raises(StoreUnavailable):
+        store.put("k", b"x", 1000)

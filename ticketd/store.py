@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from .batching import Command, CommandBatcher
 from .exceptions import StoreUnavailable
@@ -29,7 +29,9 @@ __all__ = ["AsyncRedisLike", "BlockingTicketStore", "SyncRedisLike", "TicketStor
 DEFAULT_DEADLINE = 1.0
 """Seconds a store operation may take in all, retries included."""
 
-_STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+# RedisClusterException (cluster down, slots not covered) does not derive from RedisError.
+_STORE_ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
+_BLOCKING_STORE_ERRORS = (RedisError, RedisClusterException, OSError)
 
 
 class AsyncRedisLike(Protocol):
@@ -220,7 +222,7 @@ class BlockingTicketStore:
     def put(self, key: str, record: bytes, ttl_ms: int) -> None:
         try:
             stored = self.client.set(key, record, px=ttl_ms, nx=True)
-        except (RedisError, OSError) as exc:
+        except _BLOCKING_STORE_ERRORS as exc:
             raise StoreUnavailable(f"mint failed: {type(exc).__name__}") from exc
         if not stored:
             raise StoreUnavailable("mint failed: key already exists")
@@ -228,14 +230,14 @@ class BlockingTicketStore:
     def take(self, key: str) -> bytes | None:
         try:
             value = self.client.getdel(key)
-        except (RedisError, OSError) as exc:
+        except _BLOCKING_STORE_ERRORS as exc:
             raise StoreUnavailable(f"redeem failed: {type(exc).__name__}") from exc
         return _as_bytes(value)
 
     def ping(self) -> None:
         try:
             self.client.ping()
-        except (RedisError, OSError) as exc:
+        except _BLOCKING_STORE_ERRORS as exc:
             raise StoreUnavailable(f"ping failed: {type(exc).__name__}") from exc
 
     def close(self) -> None:

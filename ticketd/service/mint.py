@@ -56,6 +56,8 @@ async def _mint(service: Service, request: Request) -> Response:
     cors = {
         "Access-Control-Allow-Origin": origin,
         "Access-Control-Allow-Credentials": "true",
+        # Retry-After is not CORS-safelisted: without this the client cannot back off.
+        "Access-Control-Expose-Headers": "Retry-After",
         "Vary": "Origin, Cookie",
     }
 

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from ..batching import Command, CommandBatcher
 from ..exceptions import StoreUnavailable
@@ -172,7 +172,7 @@ class MintLimits:
     async def _run(self, commands: list[Command]) -> list[Any]:
         try:  # the batcher enforces the deadline (one timer per batch)
             return await self.batcher.execute(commands)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"rate limiter failed: {type(exc).__name__}") from exc
 
 
@@ -197,4 +197,13 @@ class LimitPlan:
     @property
     def take_back(self) -> list[Command]:
         """Undo the subject counters of a refused attempt (the IP keeps counting)."""
-        return [("DECR", w.key) for w in self.windows if w.name != "ip"]
+        commands: list[Command] = []
+        for window in self.windows:
+            if window.name != "ip":
+                # PEXPIRE again: had the counter expired meanwhile, DECR would recreate
+                # it (at -1) without a TTL.
+                commands += [
+                    ("DECR", window.key),
+                    ("PEXPIRE", window.key, 2 * window.rate.window_ms),
+                ]
+        return commands

@@ -20,6 +20,7 @@ import fakeredis
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
 
 from ..batching import CommandBatcher
 from ..connection import RedisOptions, async_client
@@ -39,8 +40,16 @@ __all__ = ["MAX_BODY_BYTES", "Service", "is_json", "redis_options"]
 logger = logging.getLogger("ticketd.service")
 
 MAX_BODY_BYTES = 8 * 1024
+_DIGITS = re.compile(r"[0-9]{1,12}")  # str.isdigit() also accepts "²", which int() refuses
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _JSON_MEDIA = re.compile(r"application/json\s*(;\s*charset=\"?utf-8\"?\s*)?", re.IGNORECASE)
+
+
+def _required(secret: SecretStr | None) -> SecretStr:
+    # Settings validation guarantees it; never verify cookies with an empty key.
+    if secret is None:
+        raise ValueError("TICKETD_SESSION_SECRET is required")
+    return secret
 
 
 def is_json(request: Request) -> bool:
@@ -74,7 +83,7 @@ class Service:
         self.allowlist = settings.allowlist()
         self.sessions = SessionVerifier(
             settings.session_format,
-            secret=settings.session_secret.get_secret_value() if settings.session_secret else "",
+            secret=_required(settings.session_secret).get_secret_value(),
             fallbacks=[s.get_secret_value() for s in settings.session_secret_fallbacks],
             max_age=settings.session_max_age,
             subject_key=settings.session_subject_key,
@@ -119,7 +128,9 @@ class Service:
 
     async def read_body(self, request: Request) -> bytes | None:
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        if declared is not None and (
+            not _DIGITS.fullmatch(declared) or int(declared) > MAX_BODY_BYTES
+        ):
             return None
         body = bytearray()
         async for chunk in request.stream():

@@ -24,6 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from ..issuer import validate_audience
 from ..origins import OriginAllowlist, OriginPattern
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
@@ -152,6 +153,8 @@ class Settings(BaseSettings):
     def _audiences(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one audience is required")
+        for item in value:
+            validate_audience(item)  # the same rule the issuer applies at mint
         return value
 
     @field_validator("trusted_proxies")
