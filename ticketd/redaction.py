@@ -1,4 +1,4 @@
-"""Keeping tickets out of logs: :class:`TicketRedactionFilter` and :func:`install_redaction`.
+"""Keeping tickets and cookies out of logs: the redaction filter and its installer.
 
 Servers log the request target before any application code runs: uvicorn's
 WebSocket handshake line on ``uvicorn.error`` (``"WebSocket /ws?ticket=..."``),
@@ -15,7 +15,9 @@ The filter rewrites ``ticket=<T>`` and ``ticket.<T>`` in the message, in every
 argument (uvicorn passes the path as an argument, and its access formatter needs
 the arguments intact, so they are redacted one by one; only when the ticket
 appears across message and argument, ``"ticket=%s"``, are they merged), in
-``extra`` attributes and in formatted tracebacks. Only values of 16 or more
+``extra`` attributes and in formatted tracebacks. The values of ``Cookie``,
+``Set-Cookie`` and ``Authorization`` header lines (websockets logs every handshake
+header at DEBUG) are replaced whole. Only ticket values of 16 or more
 URL-safe characters are replaced, so ticketd's own 8-character ticket hashes
 (``ticket=abcd1234``) stay readable.
 
@@ -72,15 +74,23 @@ DEFAULT_LOGGERS: tuple[str, ...] = (
 _PATTERN = re.compile(r"(?<![A-Za-z0-9_])(ticket[=.])[A-Za-z0-9_-]{16,}")
 _BYTES_PATTERN = re.compile(rb"(?<![A-Za-z0-9_])(ticket[=.])[A-Za-z0-9_-]{16,}")
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
+# Header lines carrying credentials, as websockets' debug log writes them ("< Cookie: ...").
+# The browser sends the app's session cookie on the WebSocket handshake too.
+_SECRET_HEADERS = ("cookie", "set-cookie", "authorization", "proxy-authorization")
+_HEADER_LINE = re.compile(
+    r"(?im)^([ \t]*[<>]?[ \t]*(?:" + "|".join(_SECRET_HEADERS) + r")[ \t]*:[ \t]*)\S.*$"
+)
 
 
 def redact(text: str) -> str:
-    """Replace ticket values in ``text``::
+    """Replace ticket values, and the values of credential header lines, in ``text``::
 
     >>> redact("GET /ws?ticket=" + "A" * 43 + "&x=1")
     'GET /ws?ticket=[redacted]&x=1'
+    >>> redact("< Cookie: session=abc.def.ghi")
+    '< Cookie: [redacted]'
     """
-    return _PATTERN.sub(rf"\g<1>{REDACTED}", text)
+    return _HEADER_LINE.sub(rf"\g<1>{REDACTED}", _PATTERN.sub(rf"\g<1>{REDACTED}", text))
 
 
 def _redact_arg(value: Any) -> Any:
@@ -116,7 +126,9 @@ class TicketRedactionFilter(logging.Filter):
                 message = record.getMessage()
             except (TypeError, ValueError, KeyError):
                 message = ""
-            if _PATTERN.search(message):  # "ticket=%s" with the bare ticket as argument
+            # "ticket=%s" with the bare ticket as argument, or "< %s: %s" with a header
+            # name and its value as two arguments: only the merged message shows them.
+            if _PATTERN.search(message) or _HEADER_LINE.search(message):
                 record.msg, record.args = redact(message), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
