@@ -197,10 +197,14 @@ def test_ticket_for_another_tenant_origin_is_burned(
 ) -> None:
     # Both origins are on the allowlist (one wildcard): still not interchangeable.
     ticket = mint(http, secrets_, origin="https://a.tenants.example.com")
-    response = redeem(http, {"ticket": ticket, "origin": "https://b.tenants.example.com"})
+    response = redeem(
+        http, {"ticket": ticket, "origin": "https://b.tenants.example.com", "audience": "chat"}
+    )
     assert_problem(response, 403, "origin_mismatch", secrets_)
     assert ticket_keys(redis_sync) == []
-    again = redeem(http, {"ticket": ticket, "origin": "https://a.tenants.example.com"})
+    again = redeem(
+        http, {"ticket": ticket, "origin": "https://a.tenants.example.com", "audience": "chat"}
+    )
     assert_problem(again, 401, "invalid", secrets_)
 
 
@@ -393,7 +397,7 @@ async def test_unknown_expired_and_used_tickets_are_indistinguishable(
             async def http_redeem(ticket: str) -> httpx.Response:
                 return await http.post(
                     REDEEM,
-                    json={"ticket": ticket, "origin": APP_ORIGIN},
+                    json={"ticket": ticket, "origin": APP_ORIGIN, "audience": "chat"},
                     headers={"Authorization": f"Bearer {SERVICE_KEY}"},
                 )
 
@@ -678,7 +682,7 @@ def test_claims_of_exactly_one_kib_are_accepted(
     assert response.status_code == 201, response.text
     ticket = response.json()["ticket"]
     secrets_.add(ticket)
-    claimed = redeem(http, {"ticket": ticket, "origin": APP_ORIGIN})
+    claimed = redeem(http, {"ticket": ticket, "origin": APP_ORIGIN, "audience": "chat"})
     assert claimed.json()["extra"] == claims
 
 
@@ -732,7 +736,12 @@ REDEEM_BODY_CASES: dict[str, tuple[bytes, dict[str, str], int, str]] = {
         "unsupported_media_type",
     ),
     "ticket as a number": (b'{"ticket":1e400}', {}, 400, "invalid_body"),
-    "duplicate ticket key": (b'{"ticket":"a","ticket":"b"}', {}, 401, "malformed"),
+    "duplicate ticket key": (
+        b'{"ticket":"a","ticket":"b","audience":"chat"}',
+        {},
+        401,
+        "malformed",
+    ),
     "empty body": (b"", {}, 400, "invalid_body"),
 }
 

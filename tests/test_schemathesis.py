@@ -134,7 +134,7 @@ def test_success_and_binding_refusals_conform(base_url: str) -> None:
         auth = credentials("/v1/tickets/redeem")
         for redeem_body, status in [
             ({"ticket": ticket, "origin": APP_ORIGIN, "audience": "chat"}, 200),
-            ({"ticket": ticket, "origin": APP_ORIGIN}, 401),
+            ({"ticket": ticket, "origin": APP_ORIGIN, "audience": "chat"}, 401),
         ]:
             response = http.post("/v1/tickets/redeem", json=redeem_body, headers=auth)
             assert validated("/v1/tickets/redeem", response, redeem_body).status_code == status
@@ -167,7 +167,7 @@ def test_rate_limited_and_unavailable_conform(private_redis: RedisServer) -> Non
         other = {"Origin": APP_ORIGIN, "Cookie": f"session={cookie_for('other')}"}
         down = validated("/v1/tickets", http.post("/v1/tickets", headers=other))
         assert (down.status_code, down.headers["retry-after"]) == (503, "1")
-        body = {"ticket": "A" * 43, "origin": APP_ORIGIN}
+        body = {"ticket": "A" * 43, "origin": APP_ORIGIN, "audience": "chat"}
         redeem = http.post(
             "/v1/tickets/redeem", json=body, headers=credentials("/v1/tickets/redeem")
         )

@@ -69,7 +69,9 @@ def test_redeem_returns_claims_once(http: httpx.Client, redis_sync: redis.Redis)
 
 def test_both_rotated_service_keys_work(http: httpx.Client) -> None:
     for key in (SERVICE_KEY, SERVICE_KEY_2):
-        response = redeem(http, {"ticket": mint(http), "origin": APP_ORIGIN}, key=key)
+        response = redeem(
+            http, {"ticket": mint(http), "origin": APP_ORIGIN, "audience": "chat"}, key=key
+        )
         assert response.status_code == 200
 
 
@@ -120,8 +122,8 @@ def test_binding_mismatch_reports_reason_and_burns(
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
-        ({"ticket": "short", "origin": APP_ORIGIN}, 401, "malformed"),
-        ({"ticket": "A" * 43, "origin": APP_ORIGIN}, 401, "invalid"),
+        ({"ticket": "short", "origin": APP_ORIGIN, "audience": "chat"}, 401, "malformed"),
+        ({"ticket": "A" * 43, "origin": APP_ORIGIN, "audience": "chat"}, 401, "invalid"),
         ({"origin": APP_ORIGIN}, 400, "invalid_body"),
         ({"ticket": 5, "origin": APP_ORIGIN}, 400, "invalid_body"),
         ({"ticket": "x", "origin": APP_ORIGIN, "extra": 1}, 400, "invalid_body"),
@@ -195,3 +197,21 @@ def test_client_module_importable_from_allowed_origins_only(
     assert "export function connect" in response.text
     assert response.headers.get("access-control-allow-origin") == allowed
     assert response.headers["vary"] == "Origin"
+
+
+def test_redeem_without_audience_refused_when_several_are_served(
+    http: httpx.Client, redis_sync: redis.Redis
+) -> None:
+    ticket = mint(http, audience="billing")
+    response = redeem(http, {"ticket": ticket, "origin": APP_ORIGIN})
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_body")
+    assert len(ticket_keys(redis_sync)) == 1  # nothing consumed
+
+
+def test_redeem_without_audience_uses_the_only_one(redis_url: str) -> None:
+    settings = make_settings(redis_url, audiences="chat")
+    with running_service(settings) as base, httpx.Client(base_url=base, timeout=10) as client:
+        ticket = mint(client)
+        response = redeem(client, {"ticket": ticket, "origin": APP_ORIGIN})
+    assert response.status_code == 200
+    assert response.json()["audience"] == "chat"

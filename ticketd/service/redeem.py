@@ -61,11 +61,18 @@ async def _redeem(service: Service, request: Request) -> Response:
         parsed = RedeemRequest.model_validate_json(body)
     except ValidationError:
         return service.refuse("invalid_body", rid, where="redeem")
+    audience = parsed.audience
+    if audience is None:
+        # Never "any audience": a backend that forgets to say which service it is
+        # must not be able to redeem tickets minted for another one.
+        if len(service.settings.audiences) != 1:
+            return service.refuse("invalid_body", rid, where="redeem", detail="why=no_audience")
+        audience = service.settings.audiences[0]
     try:
         claims = await service.verifier.redeem(
             parsed.ticket,
             origin=parsed.origin,
-            audience=parsed.audience,
+            audience=audience,
             client_ip=parsed.client_ip,
         )
     except TicketRejected as exc:

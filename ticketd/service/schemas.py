@@ -41,7 +41,11 @@ class RedeemRequest(BaseModel):
     origin: str | None = Field(
         default=None, max_length=2048, description="Origin header of the handshake."
     )
-    audience: str | None = Field(default=None, max_length=128)
+    audience: str | None = Field(
+        default=None,
+        max_length=128,
+        description="The redeeming service's audience; required when ticketd serves several.",
+    )
     client_ip: str | None = Field(default=None, max_length=64)
 
 
