@@ -107,3 +107,39 @@ async def test_caller_that_gives_up_does_not_break_the_batch(client: Any) -> Non
     await batcher.aclose()
     # The cancelled caller's command may still have run: fail closed, never twice.
     assert await client.get("k2") is None
+
+
+async def test_a_broken_client_fails_callers_instead_of_stranding_them() -> None:
+    class Broken:
+        def pipeline(self, transaction: bool = True) -> Any:
+            raise RuntimeError("cannot build a pipeline")
+
+    batcher = CommandBatcher(Broken())
+    results = await asyncio.wait_for(
+        asyncio.gather(*(batcher.execute([("PING",)]) for _ in range(3)), return_exceptions=True),
+        timeout=5,
+    )
+    assert [type(r) for r in results] == [RuntimeError] * 3
+
+
+async def test_cancelled_batch_is_a_store_failure_for_its_callers(client: Any) -> None:
+    gate = asyncio.Event()
+
+    class Slow:
+        def pipeline(self, transaction: bool = True) -> Any:
+            pipe = client.pipeline(transaction=transaction)
+
+            async def execute(raise_on_error: bool = True) -> Any:
+                await gate.wait()
+                raise AssertionError("not reached")
+
+            pipe.execute = execute
+            return pipe
+
+    batcher = CommandBatcher(Slow())
+    caller = asyncio.create_task(batcher.execute([("PING",)]))
+    await asyncio.sleep(0.05)
+    for task in list(batcher._in_flight):
+        task.cancel()
+    with pytest.raises(RedisConnectionError, match="batch cancelled"):
+        await caller

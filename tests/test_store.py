@@ -206,3 +206,20 @@ def test_blocking_store_maps_cluster_errors() -> None:
         store.ping()
     with pytest.raises(StoreUnavailable):
         store.put("k", b"x", 1000)
+
+
+async def test_failed_mints_share_one_bounded_janitor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An outage must not start a cleanup task per failed mint (they would storm Redis)."""
+    monkeypatch.setattr("ticketd.store.MAX_ORPHANS", 50)
+    from tests.redisproc import free_port
+
+    store = TicketStore(async_client(RedisOptions(url=f"redis://127.0.0.1:{free_port()}/0")))
+    before = len(asyncio.all_tasks())
+    for i in range(200):
+        with pytest.raises(StoreUnavailable):
+            await store.put(f"t:{i}", b"x", 30_000)
+    assert len(store._orphans) == 50
+    assert len(asyncio.all_tasks()) - before <= 1
+    await store.aclose()
+    assert store._janitor is not None
+    assert store._janitor.done()

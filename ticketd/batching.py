@@ -15,12 +15,22 @@ sending it directly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["CommandBatcher"]
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+__all__ = ["Command", "CommandBatcher"]
 
 Command = tuple[Any, ...]
+
+
+def _fail(
+    batch: list[tuple[Command, asyncio.Future[Any]]], error: Callable[[], BaseException]
+) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error())
 
 
 class CommandBatcher:
@@ -64,26 +74,31 @@ class CommandBatcher:
             task.add_done_callback(self._in_flight.discard)
 
     async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for command, _ in batch:
-            pipe.execute_command(*command)
         try:
+            pipe = self.client.pipeline(transaction=False)
+            for command, _ in batch:
+                pipe.execute_command(*command)
             async with asyncio.timeout(self.deadline):
                 replies = await pipe.execute(raise_on_error=False)
-        except BaseException as exc:  # connection lost, timeout, cancelled: all fail
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (_, future), reply in zip(batch, replies, strict=True):
-            if future.done():  # the caller gave up (deadline); the command still ran
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+            if len(replies) != len(batch):
+                raise RedisConnectionError("pipeline reply count does not match")
+            for (_, future), reply in zip(batch, replies, strict=True):
+                if future.done():  # the caller gave up (deadline); the command still ran
+                    continue
+                if isinstance(reply, Exception):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+        except asyncio.CancelledError:
+            # The batch task itself was cancelled (shutdown): its callers were not, and
+            # must see a store failure, not a cancellation they did not ask for.
+            _fail(batch, lambda: RedisConnectionError("batch cancelled"))
+            raise
+        except Exception as exc:  # connection lost, timeout: every caller fails
+            failure = exc
+            _fail(batch, lambda: failure)
+        finally:
+            _fail(batch, lambda: RedisConnectionError("batch abandoned"))  # never strand one
 
     async def aclose(self) -> None:
         """Wait for batches already on the wire."""

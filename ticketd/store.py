@@ -26,6 +26,9 @@ from .exceptions import StoreUnavailable
 
 __all__ = ["AsyncRedisLike", "BlockingTicketStore", "SyncRedisLike", "TicketStore"]
 
+MAX_ORPHANS = 10_000
+"""Keys of failed mints the store remembers to clean up (beyond: left to their TTL)."""
+
 DEFAULT_DEADLINE = 1.0
 """Seconds a store operation may take in all, retries included."""
 
@@ -72,7 +75,9 @@ class TicketStore:
         self.deadline = deadline
         self.wait_replicas = wait_replicas
         self.batcher = CommandBatcher(client, deadline=deadline) if batch else None
-        self._cleanups: set[asyncio.Task[None]] = set()
+        self._orphans: dict[str, float] = {}
+        """Keys of failed mints to delete once Redis answers, with when to give up."""
+        self._janitor: asyncio.Task[None] | None = None
 
     async def put(
         self, key: str, record: bytes, ttl_ms: int, *, along: Sequence[Command] = ()
@@ -117,28 +122,47 @@ class TicketStore:
             pass
 
     def _forget_later(self, key: str, ttl_ms: int) -> None:
-        task = asyncio.get_running_loop().create_task(self._forget(key, ttl_ms / 1000))
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
+        """Queue ``key`` for the janitor (one task per store, however many mints failed)."""
+        if len(self._orphans) >= MAX_ORPHANS:
+            return  # a long outage: the records, which nobody can use, expire by TTL
+        loop = asyncio.get_running_loop()
+        # PX counts from when the SET runs, which may be later than now: keep trying
+        # for one TTL past the last failure, then the record is gone by itself.
+        self._orphans[key] = loop.time() + ttl_ms / 1000
+        if self._janitor is None or self._janitor.done():
+            self._janitor = loop.create_task(self._sweep())
 
-    async def _forget(self, key: str, within: float) -> None:
-        """Delete ``key`` twice, each after Redis has answered a ``PING``.
+    async def _sweep(self) -> None:
+        """Delete queued keys twice, each time after Redis has answered a ``PING``.
 
-        The first delete can overtake a ``SET`` still queued on another connection
-        when Redis wakes; by the second round trip that ``SET`` has run. Gives up
-        after ``within`` seconds (the record's TTL): then there is nothing to clean.
+        The first delete can overtake a ``SET`` still queued on another connection when
+        Redis wakes; by the second round trip that ``SET`` has run. Backs off while
+        Redis stays unreachable.
         """
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + within
-        deleted = 0
-        while deleted < 2 and loop.time() < give_up:
+        pause = 0.1
+        passes: dict[str, int] = {}
+        while self._orphans:
+            now = loop.time()
+            for key in [k for k, give_up in self._orphans.items() if give_up < now]:
+                del self._orphans[key]
+            keys = list(self._orphans)[:500]
+            if not keys:
+                break
             try:
                 async with asyncio.timeout(self.deadline):
                     await self.client.ping()
-                    await self.client.delete(key)
-                deleted += 1
+                    await self.client.delete(*keys)
             except _STORE_ERRORS:
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+                continue
+            pause = 0.1
+            for key in keys:
+                passes[key] = passes.get(key, 0) + 1
+                if passes[key] >= 2:
+                    self._orphans.pop(key, None)
+                    del passes[key]
 
     async def take(self, key: str) -> bytes | None:
         """Atomically fetch and delete a record; ``None`` if there is none."""
@@ -199,9 +223,9 @@ class TicketStore:
             raise StoreUnavailable(f"ping failed: {type(exc).__name__}") from exc
 
     async def aclose(self) -> None:
-        for task in self._cleanups:
-            task.cancel()
-        await asyncio.gather(*self._cleanups, return_exceptions=True)
+        if self._janitor is not None:
+            self._janitor.cancel()
+            await asyncio.gather(self._janitor, return_exceptions=True)
         if self.batcher is not None:
             await self.batcher.aclose()
         close = getattr(self.client, "aclose", None)
