@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from .exceptions import Reason, TicketRejected
 from .tickets import is_well_formed
@@ -84,11 +84,7 @@ def extract_ticket(target: str, headers: HeaderPairs) -> PresentedTicket:
     """
     headers = list(headers)
     query = _query_string(target)
-    found: list[tuple[str, Transport]] = [
-        (value, "query")
-        for key, value in parse_qsl(query, keep_blank_values=True)
-        if key == QUERY_PARAMETER
-    ]
+    found: list[tuple[str, Transport]] = [(value, "query") for value in _ticket_params(query)]
     offered = [
         token.strip()
         for line in header_values(headers, "sec-websocket-protocol")
@@ -110,6 +106,24 @@ def extract_ticket(target: str, headers: HeaderPairs) -> PresentedTicket:
     if not is_well_formed(ticket):
         raise TicketRejected(Reason.MALFORMED)
     return PresentedTicket(ticket=ticket, transport=transport)
+
+
+def _ticket_params(query: str) -> list[str]:
+    """Raw values of every ``ticket`` parameter, percent-encoding left as it is.
+
+    A parameter whose *decoded* name is ``ticket`` counts (``%74icket=`` is a ticket
+    parameter), but its value is not decoded: a ticket is URL-safe and never needs
+    encoding, so an encoded one is refused as malformed. Extraction, log redaction
+    and the ASGI adapter's scrubbing then all see the same bytes.
+    """
+    values = []
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name == QUERY_PARAMETER or (
+            ("%" in name or "+" in name) and unquote_plus(name) == QUERY_PARAMETER
+        ):
+            values.append(value if name == QUERY_PARAMETER else "%")  # "%": never well formed
+    return values
 
 
 def _query_string(target: str) -> str:
