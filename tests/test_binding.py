@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from ticketd.binding import check_binding
+from ticketd.binding import canonical_ip, check_binding
 from ticketd.exceptions import Reason, TicketRejected
 from ticketd.tickets import Claims
 
@@ -177,14 +177,25 @@ def test_unbound_ticket_ignores_client_ip(client_ip: str | None) -> None:
     assert check(client_ip=client_ip) is CLAIMS
 
 
-def test_bound_ticket_accepts_the_same_address() -> None:
-    assert check(IP_BOUND, client_ip="203.0.113.7") is IP_BOUND
+@pytest.mark.parametrize(
+    "client_ip",
+    [
+        "203.0.113.7",
+        "203.0.113.7 ",
+        "::ffff:203.0.113.7",
+        "203.0.113.7:51000",
+        "[::ffff:203.0.113.7]:443",
+    ],
+    ids=["same", "trailing space", "IPv4-mapped IPv6", "with port", "bracketed with port"],
+)
+def test_bound_ticket_accepts_the_same_address(client_ip: str) -> None:
+    assert check(IP_BOUND, client_ip=client_ip) is IP_BOUND
 
 
 @pytest.mark.parametrize(
     "client_ip",
-    [None, "", "198.51.100.1", "203.0.113.70", "203.0.113.7 ", "2001:db8::1"],
-    ids=["unknown", "empty", "other", "prefix look-alike", "trailing space", "IPv6"],
+    [None, "", "198.51.100.1", "203.0.113.70", "203.0.113.7x", "2001:db8::1"],
+    ids=["unknown", "empty", "other", "prefix look-alike", "garbage suffix", "IPv6"],
 )
 def test_bound_ticket_refuses_other_addresses(client_ip: str | None) -> None:
     exc = rejection(claims=IP_BOUND, client_ip=client_ip)
@@ -201,3 +212,33 @@ def test_ticket_hash_defaults_to_none() -> None:
         check_binding(CLAIMS, origin=None, audience=None, now=ISSUED)
     assert info.value.reason is Reason.ORIGIN_MISMATCH
     assert info.value.ticket_hash is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        (" 203.0.113.7 ", "203.0.113.7"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("203.0.113.7:8080", "203.0.113.7"),
+        ("[2001:DB8::1]:443", "2001:db8::1"),
+        ("2001:db8:0:0::1", "2001:db8::1"),
+        ("", None),
+        (None, None),
+        ("localhost", None),
+        ("1.2.3", None),
+        ("[::1", "::1"),
+    ],
+)
+def test_canonical_ip(raw: str | None, canonical: str | None) -> None:
+    assert canonical_ip(raw) == canonical
+
+
+def test_unparseable_bound_address_compares_as_given() -> None:
+    """A bound value that is not an address never matches a missing one."""
+    weird = dataclasses.replace(CLAIMS, client_ip="testclient")
+    assert check(weird, client_ip="testclient") is weird
+    for other in (None, "", "203.0.113.7"):
+        with pytest.raises(TicketRejected) as info:
+            check(weird, client_ip=other)
+        assert info.value.reason is Reason.IP_MISMATCH

@@ -113,3 +113,11 @@ async def test_no_limits_means_no_round_trip() -> None:
 
     limiter = limits(NoClient(), Clock(0))
     assert await limiter.check("192.0.2.1", "frank") is None
+
+
+async def test_ipv6_clients_count_per_64(client: Any) -> None:
+    limiter = limits(client, Clock(1_800_000.0), rate_limit_per_ip="2/minute")
+    assert await limiter.check("2001:db8:1:2::1", None) is None
+    assert await limiter.check("2001:db8:1:2::ffff", None) is None  # same /64
+    assert await limiter.check("2001:db8:1:2:aaaa::9", None) == Limited("ip", 60)
+    assert await limiter.check("2001:db8:1:3::1", None) is None  # another /64

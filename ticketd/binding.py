@@ -7,11 +7,37 @@ client address. At redeem, the record has already been removed from the store
 
 from __future__ import annotations
 
+import ipaddress
+
 from .exceptions import InvalidOrigin, Reason, TicketRejected
 from .origins import canonical_origin
 from .tickets import Claims
 
-__all__ = ["check_binding"]
+__all__ = ["canonical_ip", "check_binding"]
+
+
+def canonical_ip(address: str | None) -> str | None:
+    """One spelling per client address, or ``None`` if ``address`` is not one.
+
+    Strips a port (``1.2.3.4:5678``, ``[::1]:443``) and brackets, and unmaps
+    IPv4-mapped IPv6 (``::ffff:1.2.3.4``, what dual-stack sockets report for IPv4
+    clients), so the address seen at mint and the one seen at the handshake compare
+    equal when they are the same client.
+    """
+    if not address:
+        return None
+    text = address.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
 
 def check_binding(
@@ -41,6 +67,8 @@ def check_binding(
         raise TicketRejected(Reason.ORIGIN_MISMATCH, ticket_hash=ticket_hash)
     if audience is not None and audience != claims.audience:
         raise TicketRejected(Reason.AUDIENCE_MISMATCH, ticket_hash=ticket_hash)
-    if claims.client_ip is not None and client_ip != claims.client_ip:
+    if claims.client_ip is not None and (canonical_ip(client_ip) or client_ip) != (
+        canonical_ip(claims.client_ip) or claims.client_ip
+    ):
         raise TicketRejected(Reason.IP_MISMATCH, ticket_hash=ticket_hash)
     return claims

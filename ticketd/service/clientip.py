@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 
+from ..binding import canonical_ip
+
 __all__ = ["TrustedProxies"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -31,13 +33,14 @@ class TrustedProxies:
         return any(ip in network for network in self.networks)
 
     def client_ip(self, peer: str | None, forwarded_for: Sequence[str]) -> str | None:
+        """The client's canonical address (see :func:`~ticketd.binding.canonical_ip`)."""
+        peer = canonical_ip(peer) or peer
         if peer is None or not self.networks or not self.trusts(peer):
             return peer
         hops = [hop.strip() for line in forwarded_for for hop in line.split(",")]
         for hop in reversed(hops):
-            try:
-                address = str(ipaddress.ip_address(hop))
-            except ValueError:
+            address = canonical_ip(hop)  # also "1.2.3.4:5678" and "[2001:db8::1]:443"
+            if address is None:
                 return peer  # garbage in the chain: fall back to what we can see
             if not self.trusts(address):
                 return address

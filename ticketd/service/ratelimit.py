@@ -30,6 +30,7 @@ cannot reach Redis fails closed (:class:`StoreUnavailable`).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import re
 import time
@@ -101,6 +102,17 @@ class _Window:
         return Limited(self.name, max(1, math.ceil(self.remaining_ms / 1000)))
 
 
+def _ip_bucket(ip: str) -> str:
+    """IPv4 addresses count alone; IPv6 ones by /64, the smallest block a client holds."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 def _subject_id(subject: Subject) -> str:
     # Type-tagged so the int 7 and the string "7" are different subjects.
     raw = f"{type(subject).__name__}:{subject}".encode()
@@ -146,7 +158,7 @@ class MintLimits:
         now_ms = int(self.clock() * 1000)
         windows: list[_Window] = []
         if self.per_ip is not None and ip is not None:
-            windows.append(self._window("ip", self.per_ip, ip, now_ms))
+            windows.append(self._window("ip", self.per_ip, _ip_bucket(ip), now_ms))
         if subject is not None:
             sid = _subject_id(subject)
             if self.per_subject is not None:
