@@ -90,6 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
+            timeout_graceful_shutdown=args.graceful_timeout,
             log_config=log_config,
             proxy_headers=False,
             server_header=False,
@@ -145,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--drain-seconds",
         type=float,
         default=0.0,
-        help="on SIGTERM, answer /readyz with 503 for this long before shutting down",
+        help="on SIGTERM, answer /readyz with 503 for this long before shutting down "
+        "(single-worker mode)",
     )
     serve.add_argument(
         "--graceful-timeout",

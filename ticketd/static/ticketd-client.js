@@ -10,7 +10,15 @@
 /** The subprotocol the server answers with when the ticket travels as `ticket.<T>`. */
 export const SUBPROTOCOL = "ticketd.v1";
 
-/** A failed mint or connection attempt. `terminal` errors (401/403 from the mint) end retries. */
+/** Mint statuses that no retry can fix. */
+const TERMINAL_STATUSES = new Set([400, 401, 403, 413, 415]);
+
+/**
+ * A failed mint or connection attempt. `terminal` errors end retries: 401 and 403 from
+ * the mint (not logged in, or refused), and 400/413/415 (a request that will never be
+ * accepted as sent). An origin that is not on ticketd's allowlist gets no CORS headers,
+ * so the browser reports a network failure (status 0), which is retried with backoff.
+ */
 export class TicketdError extends Error {
   /**
    * @param {string} message
@@ -21,7 +29,7 @@ export class TicketdError extends Error {
     this.name = "TicketdError";
     /** HTTP status of the mint response; 0 when there was none (network or CORS failure). */
     this.status = info.status ?? 0;
-    /** True when retrying cannot help: the user is not logged in or the origin is refused. */
+    /** True when retrying cannot help (not logged in, refused, or a bad request). */
     this.terminal = info.terminal ?? false;
     /** Minimum wait before retrying, from the mint's Retry-After header (429, 503). */
     this.retryAfterMs = info.retryAfterMs ?? 0;
@@ -52,7 +60,7 @@ export async function mintTicket(mintUrl, audience, signal) {
     const status = response.status;
     throw new TicketdError(`ticket request refused (${status})`, {
       status,
-      terminal: status === 401 || status === 403,
+      terminal: TERMINAL_STATUSES.has(status),
       retryAfterMs: 1000 * (Number(response.headers.get("Retry-After")) || 0),
     });
   }
