@@ -84,8 +84,9 @@ class TicketStore:
     ) -> list[Any]:
         """Store a record for ``ttl_ms`` milliseconds.
 
-        ``along`` are other commands (the mint's rate-limit counters) sent in the
-        same round trip, before the ``SET``; their replies are returned.
+        ``along`` are other commands (the mint's rate-limit counters) sent with the
+        ``SET`` and queued before it (the same round trip unless the batch overflows
+        into the next pipeline); their replies are returned.
 
         If the store fails or the deadline passes, the ``SET`` may still run later
         (a slow Redis executes what is queued when it wakes up). The caller answers
