@@ -25,7 +25,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..exceptions import REJECTION_STATUS, Reason, StoreUnavailable, TicketRejected
+from ..exceptions import REJECTION_STATUS, Reason, StoreUnavailable, TicketError, TicketRejected
 from ..handshake import (
     SUBPROTOCOL_TICKET_PREFIX,
     HeaderPairs,
@@ -135,11 +135,9 @@ async def redeem(
             audience=audience,
             client_ip=client_ip,
         )
-    except TicketRejected as exc:
-        return _rejected(exc)
-    except StoreUnavailable:
-        return _unavailable(presented.ticket)
-    return Admitted(claims=claims, subprotocol=presented.subprotocol)
+    except TicketError as exc:
+        return _settle(presented, exc)
+    return _settle(presented, claims)
 
 
 def redeem_blocking(
@@ -158,11 +156,20 @@ def redeem_blocking(
             audience=audience,
             client_ip=client_ip,
         )
-    except TicketRejected as exc:
-        return _rejected(exc)
-    except StoreUnavailable:
+    except TicketError as exc:
+        return _settle(presented, exc)
+    return _settle(presented, claims)
+
+
+def _settle(presented: PresentedTicket, result: Claims | TicketError) -> Admitted | Denied:
+    """The outcome of a redeem, the same for the asyncio and the blocking verifier."""
+    if isinstance(result, TicketRejected):
+        return _rejected(result)
+    if isinstance(result, StoreUnavailable):
         return _unavailable(presented.ticket)
-    return Admitted(claims=claims, subprotocol=presented.subprotocol)
+    if isinstance(result, TicketError):
+        raise result
+    return Admitted(claims=result, subprotocol=presented.subprotocol)
 
 
 async def admit(

@@ -2,12 +2,11 @@
 
 Tickets and cookies never reach a log line from ticketd itself; records from
 servers we do not control (uvicorn's handshake line carries the query string)
-go through :mod:`ticketd.redaction` when it is available.
+go through :mod:`ticketd.redaction`'s filter on the handler.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import logging.config
@@ -48,22 +47,17 @@ def logging_config(level: str = "info", fmt: str = "json") -> dict[str, Any]:
         if fmt == "json"
         else {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"}
     )
-    filters: dict[str, Any] = {}
-    handler_filters: list[str] = []
-    if importlib.util.find_spec("ticketd.redaction") is not None:
-        filters = {"redact": {"()": "ticketd.redaction.TicketRedactionFilter"}}
-        handler_filters = ["redact"]
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
-        "filters": filters,
+        "filters": {"redact": {"()": "ticketd.redaction.TicketRedactionFilter"}},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
                 "formatter": "default",
                 "stream": "ext://sys.stderr",
-                "filters": handler_filters,
+                "filters": ["redact"],
             }
         },
         "loggers": {

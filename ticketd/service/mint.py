@@ -44,11 +44,8 @@ async def mint(service: Service, request: Request) -> Response:
 
 async def _mint(service: Service, request: Request) -> Response:
     rid = service.request_id(request)
-    origins = request.headers.getlist("origin")
     try:
-        if len(origins) != 1:
-            raise InvalidOrigin("exactly one Origin header is required")
-        origin = service.allowlist.check(origins[0])
+        origin = service.allowed_origin(request)
     except InvalidOrigin as exc:
         return service.refuse("origin_not_allowed", rid, where="mint", detail=f"why={exc}")
     if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
@@ -163,11 +160,8 @@ async def _mint(service: Service, request: Request) -> Response:
 async def preflight(service: Service, request: Request) -> Response:
     """Answer a CORS preflight, for allowed origins only (exact origin, never ``*``)."""
     rid = service.request_id(request)
-    origins = request.headers.getlist("origin")
     try:
-        if len(origins) != 1:
-            raise InvalidOrigin("exactly one Origin header is required")
-        origin = service.allowlist.check(origins[0])
+        origin = service.allowed_origin(request)
     except InvalidOrigin:
         return service.refuse("origin_not_allowed", rid, where="preflight")
     method = request.headers.get("access-control-request-method", "")

@@ -10,6 +10,7 @@ own modules.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import uuid
@@ -139,6 +140,17 @@ class Service:
                 return None
         return bytes(body)
 
+    def allowed_origin(self, request: Request) -> str:
+        """The request's canonical Origin if it is the only one and on the allowlist.
+
+        Raises :class:`~ticketd.exceptions.InvalidOrigin` otherwise (missing, repeated,
+        malformed or not listed).
+        """
+        origins = request.headers.getlist("origin")
+        if len(origins) != 1:
+            raise InvalidOrigin("exactly one Origin header is required")
+        return self.allowlist.check(origins[0])
+
     def client_ip(self, request: Request) -> str | None:
         peer = request.client.host if request.client else None
         return self.proxies.client_ip(peer, request.headers.getlist("x-forwarded-for"))
@@ -168,9 +180,8 @@ class Service:
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
     async def client_js(self, request: Request) -> Response:
-        try:
-            source = resources.files("ticketd").joinpath("static/ticketd-client.js").read_bytes()
-        except FileNotFoundError:
+        source = _client_source()
+        if source is None:
             return problem_response("not_found")
         headers = {
             "Cache-Control": "public, max-age=300",
@@ -178,14 +189,21 @@ class Service:
             "Vary": "Origin",
         }
         # Module scripts are fetched with CORS: pages on allowed origins may import it.
-        origins = request.headers.getlist("origin")
-        if len(origins) == 1:
-            with contextlib.suppress(InvalidOrigin):
-                headers["Access-Control-Allow-Origin"] = self.allowlist.check(origins[0])
+        with contextlib.suppress(InvalidOrigin):
+            headers["Access-Control-Allow-Origin"] = self.allowed_origin(request)
         return Response(source, media_type="text/javascript; charset=utf-8", headers=headers)
 
     async def aclose(self) -> None:
         await self.store.aclose()
+
+
+@functools.cache
+def _client_source() -> bytes | None:
+    """The browser client module, read from the package once."""
+    try:
+        return resources.files("ticketd").joinpath("static/ticketd-client.js").read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def redis_options(settings: Settings) -> RedisOptions:
