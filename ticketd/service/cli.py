@@ -1,4 +1,4 @@
-"""The ``ticketd`` command: ``serve`` and ``check-config``."""
+"""The ``ticketd`` command: ``serve``, ``check-config`` and ``audit``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+from ..audit.cli import add_parser as add_audit_parser
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -163,9 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.set_defaults(handler=_serve)
     check = commands.add_parser("check-config", help="validate TICKETD_* and exit")
     check.set_defaults(handler=_check_config)
+    add_audit_parser(commands)  # stdlib + core only: works without the server extra
     args = parser.parse_args(argv)
     try:
-        from . import create_app  # noqa: F401  - fail early with the install hint
+        if args.command != "audit":
+            from . import create_app  # noqa: F401  - fail early with the install hint
     except ImportError as exc:
         print(f"ticketd: {exc}", file=sys.stderr)
         return 2
