@@ -128,7 +128,7 @@ CATALOG: tuple[Check, ...] = (
         "mint.cors.wildcard",
         S.HIGH,
         "No mint response carries Access-Control-Allow-Origin: *",
-        "Remove any CORS layer in front of the mint that answers '*' (with or without credentials).",
+        "Remove any CORS layer in front of the mint that answers '*' (with credentials or not).",
         _MINT,
     ),
     Check(
@@ -253,7 +253,7 @@ CATALOG: tuple[Check, ...] = (
         "transport.hsts",
         S.MEDIUM,
         "The mint sends Strict-Transport-Security",
-        "Send Strict-Transport-Security: max-age=31536000 for the mint host (at the TLS terminator).",
+        "Send Strict-Transport-Security: max-age=31536000 for the mint host (at the TLS proxy).",
         _MINT,
     ),
     Check(

@@ -212,9 +212,9 @@ class WeakServer:
         if cross and "no_fetch_metadata" not in self.weak:
             return 403, [], b"cross-site\n"
         media = (request.get("content-type") or "").split(";")[0].strip().lower()
-        if request.body.strip() and media != "application/json":
-            if "text_plain_mint" not in self.weak:
-                return 415, [], b"unsupported media type\n"
+        plain = bool(request.body.strip()) and media != "application/json"
+        if plain and "text_plain_mint" not in self.weak:
+            return 415, [], b"unsupported media type\n"
         if not self._session_ok(request) and "mint_no_cookie" not in self.weak:
             return 401, [], b"unauthenticated\n"
         try:
