@@ -32,13 +32,13 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from tests.redisproc import RedisServer, free_port
+from tests.redisproc import free_port
 from tests.servers import serve_app
 from tests.service_support import APP_ORIGIN, SECRET, cookie_for, make_settings, running_service
 from ticketd import TicketStore, TicketVerifier
 from ticketd.audit import AuditConfig, Status, render, run_audit
-from ticketd.audit.cli import add_parser, config_from
 from ticketd.audit.catalog import CATALOG, CONTROLS
+from ticketd.audit.cli import add_parser, config_from
 from ticketd.demo import build_demo
 from ticketd.integrations.websockets import select_subprotocol, ticket_auth
 
@@ -331,7 +331,7 @@ class ReadOnlyStore(TicketStore):
     """The mistake: GET instead of GETDEL (the delete was "an optimisation for later")."""
 
     async def take(self, key: str) -> bytes | None:
-        value = await self.client.get(key)
+        value = await self.client.execute_command("GET", key)
         return value if isinstance(value, bytes) else None
 
 

@@ -248,6 +248,7 @@ def to_junit(report: Report, fail_on: Severity = Severity.LOW) -> str:
             ET.SubElement(case, "error", message=r.evidence, type="inconclusive").text = r.evidence
         elif r.status is Status.SKIPPED:
             ET.SubElement(case, "skipped", message=r.evidence)
+        ET.SubElement(case, "system-out").text = r.evidence
     root = ET.Element("testsuites", name="ticketd audit")
     root.append(suite)
     ET.indent(root)
