@@ -21,6 +21,19 @@ from .session import AuditConfig, is_loopback
 __all__ = ["add_parser", "run"]
 
 ACK_FLAG = "--i-am-authorized-to-test-this-target"
+DESCRIPTION = (
+    """\
+Check a ticketd deployment from outside: mint CSRF/CORS, WebSocket upgrades
+(CSWSH, Origin binding, replay), transport and cookie, and, with --metrics-url
+and --logout-url, what happens after the handshake. Requests are sequential,
+paced (--delay) and budgeted (--max-requests); tickets and cookies are never
+printed. Targets outside loopback need """
+    + ACK_FLAG
+    + """.
+
+exit codes: 0 all pass, 1 a failure at or above --fail-on, 2 usage error,
+3 inconclusive (target unreachable or a positive control failed)"""
+)
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -28,7 +41,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = commands.add_parser(
         "audit",
         help="check a deployment from outside for CSWSH and ticket misuse",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--mint-url", help="the mint endpoint, e.g. https://app.example.com/v1/tickets")
