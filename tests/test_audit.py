@@ -18,6 +18,7 @@ from xml.etree import ElementTree as ET
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
+from tests.redis_topologies import tls_certificates
 from tests.redisproc import free_port
 from ticketd.audit import CATALOG, SCHEMA_ID
 from ticketd.audit.selftest import EXPECTED, self_test
@@ -37,9 +38,9 @@ def target(server: WeakServer, *extra: str) -> list[str]:
         "--mint-url",
         f"{server.base}/v1/tickets",
         "--socket-url",
-        f"ws://127.0.0.1:{server.port}/ws",
+        f"{server.socket_base}/ws",
         "--socket-url",
-        f"ws://127.0.0.1:{server.port}/ws2",
+        f"{server.socket_base}/ws2",
         "--audience",
         "chat",
         "--audience",
@@ -159,6 +160,26 @@ def test_junit_counts_match_the_cases(reports: dict[str, str]) -> None:
         assert int(suite.get(attribute, "-1")) == sum(c.find(kind) is not None for c in cases) > 0
     names = {c.get("name") for c in cases if c.find("failure") is not None}
     assert {"mint.response_headers", "upgrade.no_ticket"} <= names
+
+
+def test_tls_target_gets_the_transport_checks(capsys: pytest.CaptureFixture[str]) -> None:
+    """https/wss on loopback: plaintext and HSTS are checked (no --production needed)."""
+    with tls_certificates() as certs:
+        tls = (certs.server_cert, certs.server_key)
+        with WeakServer(tls=tls) as server:
+            code, out, _ = run(capsys, *target(server, "--ca-file", certs.ca, "--format", "json"))
+            found = {r["id"]: r for r in json.loads(out)["results"]}
+            assert code == 0, out
+            assert found["transport.plaintext"]["status"] == "pass"
+            assert found["transport.hsts"]["evidence"] == (
+                "Strict-Transport-Security: max-age=31536000"
+            )
+            # Without the CA, nothing verifies: inconclusive, not a pass.
+            assert run(capsys, *target(server))[0] == 3
+        with WeakServer(tls=tls, hsts=False) as server:
+            code, out, _ = run(capsys, *target(server, "--ca-file", certs.ca))
+    assert code == 1
+    assert "FAIL transport.hsts" in out
 
 
 # -- exit codes and rails -------------------------------------------------------------------

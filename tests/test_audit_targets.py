@@ -155,13 +155,15 @@ def target_args(mint_base: str, socket_urls: list[str], subject: str, *audiences
 # -- all pass ---------------------------------------------------------------------------------
 
 
-def test_demo_passes() -> None:
+@pytest.mark.parametrize("transport", ["subprotocol", "query"])
+def test_demo_passes(transport: str) -> None:
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
     with serve_app(build_demo("127.0.0.1", port), port=port) as base:
         args = ["--mint-url", f"{base}/v1/tickets", "--socket-url", f"ws://127.0.0.1:{port}/ws"]
         args += ["--origin", origin, "--audience", "chat", "--login-url", f"{base}/demo/login"]
-        code, report, text = audit(*args, "--login-body", '{"name": "auditor"}')
+        args += ["--transport", transport, "--login-body", '{"name": "auditor"}']
+        code, report, text = audit(*args)
     assert_all_pass(
         code,
         report,
@@ -240,7 +242,7 @@ def test_redis_backed_ticketd_serve_and_adapter_pass(redis_url: str) -> None:
         # After the handshake: replay metrics and revocation on logout are not in this
         # ticketd yet. With the flags given, those checks are inconclusive (exit 3), never pass.
         extra = ["--metrics-url", f"{base}/metrics", "--logout-url", f"{base}/v1/logout"]
-        code, report, _ = audit(*target_args(base, urls, "auditor-2", "chat"), *extra)
+        code, report, _ = audit(*target_args(base, urls, "auditor-2", "chat", "billing"), *extra)
     found = statuses(report)
     assert (code, found["after.replay_metric"], found["after.logout"]) == (
         3,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,6 +67,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-requests", type=int, default=300, help="request budget (default 300)")
     p.add_argument("--delay", type=float, default=0.05, help="seconds between requests")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
+    p.add_argument("--ca-file", help="PEM CA bundle to verify https/wss (default: system store)")
     p.add_argument(
         "--production",
         action="store_true",
@@ -120,6 +122,8 @@ def config_from(args: argparse.Namespace) -> AuditConfig | str:
             json.loads(args.login_body)
         except ValueError:
             return "--login-body is not JSON"
+    if args.ca_file and not os.path.isfile(args.ca_file):
+        return f"--ca-file {args.ca_file}: no such file"
     if args.max_requests < 1 or args.delay < 0 or args.timeout <= 0:
         return "--max-requests must be >= 1, --delay >= 0, --timeout > 0"
     config = AuditConfig(
@@ -138,6 +142,7 @@ def config_from(args: argparse.Namespace) -> AuditConfig | str:
         max_requests=args.max_requests,
         delay=args.delay,
         timeout=args.timeout,
+        ca_file=args.ca_file,
     )
     remote = sorted({urlsplit(u).hostname or "" for u in config.urls() if not is_loopback(u)})
     if remote and not args.authorized:

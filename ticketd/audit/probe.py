@@ -25,7 +25,7 @@ import ssl
 import struct
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import SplitResult, urlsplit
 
@@ -102,13 +102,17 @@ def http_request(
     headers: Headers = (),
     body: bytes | None = None,
     timeout: float = 5.0,
+    context: ssl.SSLContext | None = None,
 ) -> HttpResponse:
-    """One HTTP/1.1 request on a fresh connection (``Connection: close``)."""
+    """One HTTP/1.1 request on a fresh connection (``Connection: close``).
+
+    ``context`` verifies https servers (default: the system's trust store).
+    """
     parts = urlsplit(url)
     conn: http.client.HTTPConnection
     host, port = parts.hostname or "", parts.port
     if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(host, port, timeout=timeout)
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
     else:
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -162,7 +166,7 @@ class _UpgradeRequest:
     cookie: str | None = None
     ticket: str | None = None
     transport: Literal["subprotocol", "query"] = "subprotocol"
-    extra_headers: Headers = field(default_factory=tuple)
+    context: ssl.SSLContext | None = None
 
 
 def upgrade(
@@ -175,9 +179,10 @@ def upgrade(
     timeout: float = 5.0,
     settle: float = 1.0,
     barrier: threading.Barrier | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> Upgrade:
     """One upgrade attempt, classified; the socket is closed before returning."""
-    request = _UpgradeRequest(url, origin, cookie, ticket, transport)
+    request = _UpgradeRequest(url, origin, cookie, ticket, transport, context)
     opened = _attempt(request, timeout=timeout, settle=settle, barrier=barrier)
     if isinstance(opened, OpenSocket):
         opened.close()
@@ -193,9 +198,10 @@ def open_socket(
     cookie: str | None = None,
     transport: Literal["subprotocol", "query"] = "subprotocol",
     timeout: float = 5.0,
+    context: ssl.SSLContext | None = None,
 ) -> OpenSocket | Upgrade:
     """An accepted socket left open, or the :class:`Upgrade` saying why there is none."""
-    request = _UpgradeRequest(url, origin, cookie, ticket, transport)
+    request = _UpgradeRequest(url, origin, cookie, ticket, transport, context)
     return _attempt(request, timeout=timeout, settle=timeout, barrier=None)
 
 
@@ -211,7 +217,8 @@ def _attempt(
         return Upgrade("error", detail=f"connect: {type(exc).__name__}")
     try:
         if secure:
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+            context = request.context or ssl.create_default_context()
+            sock = context.wrap_socket(sock, server_hostname=parts.hostname)
         if barrier is not None:
             barrier.wait(timeout)
         sock.sendall(_upgrade_head(request, parts))
@@ -278,7 +285,6 @@ def _upgrade_head(request: _UpgradeRequest, parts: SplitResult) -> bytes:
         lines.append(f"Origin: {request.origin}")
     if request.cookie is not None:
         lines.append(f"Cookie: {request.cookie}")
-    lines.extend(f"{k}: {v}" for k, v in request.extra_headers)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 

@@ -73,7 +73,7 @@ def weak_config(server: WeakServer, **overrides: Any) -> AuditConfig:
     """The audit of a :class:`WeakServer`, every optional check switched on."""
     values: dict[str, Any] = {
         "mint_url": f"{server.base}/v1/tickets",
-        "socket_urls": [f"ws://127.0.0.1:{server.port}/ws", f"ws://127.0.0.1:{server.port}/ws2"],
+        "socket_urls": [f"{server.socket_base}/ws", f"{server.socket_base}/ws2"],
         "audiences": ["chat", "news"],
         "origin": ALLOWED_ORIGIN,
         "login_url": f"{server.base}/login",

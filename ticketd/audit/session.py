@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import ssl
 import threading
 import time
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ class AuditConfig:
     delay: float = 0.05
     timeout: float = 5.0
     parallel: int = 5
+    ca_file: str | None = None
 
     def urls(self) -> list[str]:
         named = [self.mint_url, *self.socket_urls, self.metrics_url, self.logout_url]
@@ -104,6 +106,7 @@ class Session:
         self.redact = Redactor()
         self.requests = 0
         self._last = 0.0
+        self.context = ssl.create_default_context(cafile=config.ca_file)
         if config.cookie:
             self.redact.cookie(config.cookie)
 
@@ -129,7 +132,12 @@ class Session:
         self._spend()
         try:
             return probe.http_request(
-                url, method, headers=headers, body=body, timeout=self.config.timeout
+                url,
+                method,
+                headers=headers,
+                body=body,
+                timeout=self.config.timeout,
+                context=self.context,
             )
         finally:
             self._done()
@@ -152,6 +160,7 @@ class Session:
                 cookie=self.config.cookie if cookie else None,
                 transport=transport or self.config.transport,
                 timeout=self.config.timeout,
+                context=self.context,
             )
         finally:
             self._done()
@@ -172,6 +181,7 @@ class Session:
                         transport=self.config.transport,
                         timeout=self.config.timeout,
                         barrier=barrier,
+                        context=self.context,
                     )
                     for _ in range(n)
                 ]
@@ -189,6 +199,7 @@ class Session:
                 cookie=self.config.cookie,
                 transport=self.config.transport,
                 timeout=self.config.timeout,
+                context=self.context,
             )
         finally:
             self._done()

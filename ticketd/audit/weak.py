@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import secrets
+import ssl
 import struct
 import threading
 from collections import Counter
@@ -92,6 +93,10 @@ class WeakServer:
     session: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     issued: list[str] = field(default_factory=list)
     port: int = 0
+    tls: tuple[str, str] | None = None
+    """(certificate, key) PEM files: serve https and wss instead of http and ws."""
+    hsts: bool = True
+    """With ``tls``: send Strict-Transport-Security on the mint."""
 
     def __post_init__(self) -> None:
         self.weak = frozenset(self.weaknesses)
@@ -109,7 +114,11 @@ class WeakServer:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def socket_base(self) -> str:
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}"
 
     @property
     def cookie(self) -> str:
@@ -128,7 +137,11 @@ class WeakServer:
         self._loop.close()
 
     async def _start(self) -> int:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.tls)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=context)
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
@@ -149,7 +162,7 @@ class WeakServer:
             else:
                 writer.write(self._http(request))
                 await writer.drain()
-        except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
+        except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
             writer.close()
@@ -168,6 +181,8 @@ class WeakServer:
             elif self._origin_ok(origin) and status < 400:
                 headers += [("Access-Control-Allow-Origin", origin)]
                 headers += [("Access-Control-Allow-Credentials", "true"), ("Vary", "Origin")]
+            if self.tls is not None and self.hsts:
+                headers += [("Strict-Transport-Security", "max-age=31536000")]
             return _response(status, headers, body)
         if request.path == "/login" and request.method == "POST":
             attributes = "SameSite=None" if "weak_cookie" in self.weak else "HttpOnly; SameSite=Lax"
