@@ -4,4 +4,7 @@ from __future__ import annotations
 
 from .cli import main
 
-raise SystemExit(main())
+__all__: list[str] = []
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -44,25 +44,25 @@ class Check:
 
 _MINT = ("control.mint",)
 _UPGRADE = ("control.mint", "control.upgrade")
-S = Severity
+_S = Severity
 
 CATALOG: tuple[Check, ...] = (
     Check(
         "control.mint",
-        S.INFO,
+        _S.INFO,
         "A mint from the allowed Origin with the session cookie returns a ticket",
         "Check --mint-url, --origin and --cookie: without a working mint nothing can be tested.",
     ),
     Check(
         "control.upgrade",
-        S.INFO,
+        _S.INFO,
         "A fresh ticket from the allowed Origin opens the socket",
         "Check --socket-url and --audience: the dependent upgrade checks need one valid upgrade.",
         _MINT,
     ),
     Check(
         "mint.origin.foreign",
-        S.CRITICAL,
+        _S.CRITICAL,
         "Mint refuses a foreign Origin, without Access-Control-Allow-Origin",
         "Check Origin in the mint handler against an exact allowlist (TICKETD_ALLOWED_ORIGINS); "
         "never reflect the request's Origin into CORS headers.",
@@ -70,70 +70,70 @@ CATALOG: tuple[Check, ...] = (
     ),
     Check(
         "mint.origin.null",
-        S.HIGH,
+        _S.HIGH,
         "Mint refuses Origin: null",
         "Refuse the opaque origin 'null' (sandboxed frames, file: pages, some redirects).",
         _MINT,
     ),
     Check(
         "mint.origin.missing",
-        S.HIGH,
+        _S.HIGH,
         "Mint refuses a request without Origin",
         "Require exactly one Origin header on the mint; do not treat a missing one as same-origin.",
         _MINT,
     ),
     Check(
         "mint.origin.lookalike",
-        S.CRITICAL,
+        _S.CRITICAL,
         "Mint refuses look-alike Origins (prefix, suffix, scheme)",
         "Compare the whole serialised origin exactly; wildcards must be anchored to one label.",
         _MINT,
     ),
     Check(
         "mint.fetch_metadata",
-        S.MEDIUM,
+        _S.MEDIUM,
         "Mint refuses Sec-Fetch-Site: cross-site",
         "Refuse mints with Sec-Fetch-Site: cross-site (defence in depth behind the Origin check).",
         _MINT,
     ),
     Check(
         "mint.method",
-        S.MEDIUM,
+        _S.MEDIUM,
         "Mint refuses methods other than POST",
         "Serve the mint on POST only: a GET can be triggered by any page (img, link, navigation).",
         _MINT,
     ),
     Check(
         "mint.content_type",
-        S.HIGH,
+        _S.HIGH,
         "Mint refuses text/plain bodies (CORS-simple requests)",
         "Accept only application/json bodies: text/plain is sent cross-site without a preflight.",
         _MINT,
     ),
     Check(
         "mint.cookie",
-        S.HIGH,
+        _S.HIGH,
         "Mint refuses a request without the session cookie",
         "Mint only for a verified session (TICKETD_SESSION_* must match the app's cookie).",
         _MINT,
     ),
     Check(
         "mint.preflight",
-        S.HIGH,
+        _S.HIGH,
         "Preflight answers the exact allowed origin only",
         "Answer CORS preflights only for allowed origins, with that exact origin, never '*'.",
         _MINT,
     ),
     Check(
         "mint.cors.wildcard",
-        S.HIGH,
+        _S.HIGH,
         "No mint response carries Access-Control-Allow-Origin: *",
         "Remove any CORS layer in front of the mint that answers '*' (with credentials or not).",
         _MINT,
     ),
     Check(
         "mint.response_headers",
-        S.MEDIUM,
+        _S.MEDIUM,
         "The ticket comes with Cache-Control: no-store, JSON and nosniff",
         "Send Cache-Control: no-store, Content-Type: application/json and "
         "X-Content-Type-Options: nosniff with every ticket (and keep proxies from caching it).",
@@ -141,28 +141,28 @@ CATALOG: tuple[Check, ...] = (
     ),
     Check(
         "upgrade.no_ticket",
-        S.HIGH,
+        _S.HIGH,
         "An upgrade without a ticket is refused before 101",
         "Put the ticket check (e.g. ticketd's adapter) on every WebSocket route, before the 101.",
         _UPGRADE,
     ),
     Check(
         "upgrade.cookie_only",
-        S.CRITICAL,
+        _S.CRITICAL,
         "A session cookie alone never opens a socket",
         "Authenticate upgrades with the ticket only; ignore the session cookie on the socket.",
         _UPGRADE,
     ),
     Check(
         "upgrade.cswsh",
-        S.CRITICAL,
+        _S.CRITICAL,
         "Cross-site WebSocket hijacking: a foreign Origin with the cookie and no ticket is refused",
         "Require a ticket on every upgrade and check the Origin: a cookie is sent by any site.",
         _UPGRADE,
     ),
     Check(
         "upgrade.origin.foreign",
-        S.CRITICAL,
+        _S.CRITICAL,
         "A valid ticket presented from a foreign Origin is refused before 101",
         "Redeem with the handshake's Origin (verifier.redeem(ticket, origin=...)); "
         "make sure no proxy strips or rewrites Origin.",
@@ -170,21 +170,21 @@ CATALOG: tuple[Check, ...] = (
     ),
     Check(
         "upgrade.origin.null",
-        S.HIGH,
+        _S.HIGH,
         "A valid ticket presented with Origin: null is refused before 101",
         "Pass the handshake's Origin to the verifier unchanged; 'null' never matches.",
         _UPGRADE,
     ),
     Check(
         "upgrade.origin.missing",
-        S.HIGH,
+        _S.HIGH,
         "A valid ticket presented without Origin is refused before 101",
         "Pass the handshake's Origin to the verifier; a missing Origin must not match.",
         _UPGRADE,
     ),
     Check(
         "upgrade.origin.lookalike",
-        S.CRITICAL,
+        _S.CRITICAL,
         "A valid ticket presented from a look-alike Origin is refused before 101",
         "Compare origins exactly (the verifier does); do not pre-filter with startswith/endswith "
         "and then redeem with a fixed origin.",
@@ -192,7 +192,7 @@ CATALOG: tuple[Check, ...] = (
     ),
     Check(
         "upgrade.origin.burns",
-        S.HIGH,
+        _S.HIGH,
         "A ticket presented from a foreign Origin is burned",
         "Consume the ticket before checking its bindings (one atomic GETDEL), so a stolen "
         "ticket cannot be retried from the right origin.",
@@ -200,35 +200,35 @@ CATALOG: tuple[Check, ...] = (
     ),
     Check(
         "upgrade.replay",
-        S.CRITICAL,
+        _S.CRITICAL,
         "A ticket works once: a replay is refused",
         "Redeem with one atomic single-key command (GETDEL); never GET then DEL, never cache.",
         _UPGRADE,
     ),
     Check(
         "upgrade.parallel",
-        S.HIGH,
+        _S.HIGH,
         "Parallel upgrades with one ticket: exactly one 101",
         "Make the redeem atomic across every WebSocket process (one Redis, GETDEL).",
         _UPGRADE,
     ),
     Check(
         "upgrade.indistinguishable",
-        S.LOW,
+        _S.LOW,
         "Unknown, replayed and malformed tickets get identical refusals",
         "Answer every ticket refusal with the same status class and body; keep reasons in logs.",
         (*_UPGRADE, "upgrade.replay"),
     ),
     Check(
         "upgrade.prefetch",
-        S.MEDIUM,
+        _S.MEDIUM,
         "A plain GET with a ticket does not consume it",
         "Redeem only on a real WebSocket upgrade (link prefetchers and scanners send plain GETs).",
         _UPGRADE,
     ),
     Check(
         "upgrade.subprotocol_echo",
-        S.HIGH,
+        _S.HIGH,
         "The handshake response never echoes the ticket",
         "Select 'ticketd.v1' (select_subprotocol), never the 'ticket.<T>' token; "
         "do not copy request headers into the response.",
@@ -236,7 +236,7 @@ CATALOG: tuple[Check, ...] = (
     ),
     Check(
         "upgrade.audience",
-        S.HIGH,
+        _S.HIGH,
         "A ticket for one audience is refused at another socket",
         "Give each WebSocket service its own audience and redeem with it "
         "(TicketVerifier(audience=...) or ticket_auth(verifier, audience=...)).",
@@ -244,34 +244,34 @@ CATALOG: tuple[Check, ...] = (
     ),
     Check(
         "transport.plaintext",
-        S.HIGH,
+        _S.HIGH,
         "No plaintext http:// or ws:// in production",
         "Serve the mint over https:// and the socket over wss://; refuse or redirect plaintext.",
         _MINT,
     ),
     Check(
         "transport.hsts",
-        S.MEDIUM,
+        _S.MEDIUM,
         "The mint sends Strict-Transport-Security",
         "Send Strict-Transport-Security: max-age=31536000 for the mint host (at the TLS proxy).",
         _MINT,
     ),
     Check(
         "cookie.attributes",
-        S.MEDIUM,
+        _S.MEDIUM,
         "The session cookie is HttpOnly, SameSite=Lax/Strict and Secure",
         "Set the session cookie with HttpOnly, SameSite=Lax (or Strict) and Secure.",
     ),
     Check(
         "after.replay_metric",
-        S.LOW,
+        _S.LOW,
         'A replay shows up as ticketd_redemptions_total{outcome="replayed"}',
         "Expose the redemption metrics of the WebSocket tier and alert on replays.",
         (*_UPGRADE, "upgrade.replay"),
     ),
     Check(
         "after.logout",
-        S.HIGH,
+        _S.HIGH,
         "Logging out closes an open socket within 1 s with 4403",
         "Revoke the session at logout (POST /v1/revocations) and run the adapters' "
         "revocation feed so open sockets close with 4403.",

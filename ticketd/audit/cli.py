@@ -19,7 +19,7 @@ from .catalog import Severity
 from .report import EXIT_USAGE, render
 from .session import AuditConfig, is_loopback
 
-__all__ = ["add_parser", "run"]
+__all__ = ["ACK_FLAG", "DESCRIPTION", "add_parser", "config_from", "main", "run"]
 
 ACK_FLAG = "--i-am-authorized-to-test-this-target"
 DESCRIPTION = (

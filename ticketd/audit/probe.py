@@ -30,6 +30,7 @@ from typing import Literal
 from urllib.parse import SplitResult, urlsplit
 
 __all__ = [
+    "Headers",
     "HttpResponse",
     "OpenSocket",
     "Upgrade",

@@ -26,6 +26,11 @@ __all__ = [
     "Report",
     "Result",
     "render",
+    "to_dict",
+    "to_json",
+    "to_junit",
+    "to_sarif",
+    "to_text",
 ]
 
 SCHEMA_ID = "ticketd-audit/1"

@@ -25,7 +25,7 @@ from .catalog import CATALOG, Status, check
 from .report import Report, Result
 from .session import AuditConfig, BudgetExhausted, Session, is_loopback
 
-__all__ = ["FOREIGN_ORIGIN", "Audit", "run_audit"]
+__all__ = ["FOREIGN_ORIGIN", "Audit", "lookalikes", "run_audit"]
 
 FOREIGN_ORIGIN = "https://ticketd-audit.invalid"
 _JSON = re.compile(r"^application/(?:[\w.+-]+\+)?json\b", re.I)

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["ALLOWED_ORIGIN", "WEAKNESSES", "WeakServer"]
+__all__ = ["ALLOWED_ORIGIN", "AUDIENCES", "WEAKNESSES", "WeakServer"]
 
 ALLOWED_ORIGIN = "https://app.example.test"
 AUDIENCES = {"/ws": "chat", "/ws2": "news"}
