@@ -127,7 +127,7 @@ class AuditBase:
         if cookie:
             headers += self._cookie_header()
         body = None
-        if method == "POST":
+        if method != "GET":
             body = json.dumps({"audience": audience} if audience else {}).encode()
             if content_type:
                 headers.append(("Content-Type", content_type))

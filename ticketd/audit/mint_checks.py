@@ -105,7 +105,15 @@ class MintChecks(AuditBase):
         self.run_check("mint.origin.lookalike", lookalike)
         cross = (("Sec-Fetch-Site", "cross-site"),)
         self.run_check("mint.fetch_metadata", refused(cfg.origin, extra=cross))
-        self.run_check("mint.method", refused(cfg.origin, method="GET"))
+
+        def methods() -> tuple[Status, str]:
+            graded = []
+            for method in ("GET", "PUT"):
+                status, text = refused(cfg.origin, method=method)()
+                graded.append((status, f"{method}: {text}"))
+            return worst(graded)
+
+        self.run_check("mint.method", methods)
         self.run_check("mint.content_type", refused(cfg.origin, content_type="text/plain"))
         self.run_check("mint.cookie", refused(cfg.origin, cookie=False))
         self.run_check("mint.preflight", lambda: self._preflight(responses))
