@@ -147,7 +147,8 @@ def config_from(args: argparse.Namespace) -> AuditConfig | str:
     remote = sorted({urlsplit(u).hostname or "" for u in config.urls() if not is_loopback(u)})
     if remote and not args.authorized:
         return (
-            f"{', '.join(remote)} is outside loopback: pass {ACK_FLAG} "
+            f"{', '.join(remote)} {'is' if len(remote) == 1 else 'are'} outside loopback: "
+            f"pass {ACK_FLAG} "
             "if you are allowed to test it"
         )
     return config
