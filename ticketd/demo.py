@@ -26,7 +26,6 @@ Two ways to run it:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import secrets
@@ -268,7 +267,7 @@ async def _handshake_from(origin: str, url: str, ticket: str) -> int:
             return 101
     except InvalidStatus as exc:
         return exc.response.status_code
-    except (WebSocketException, OSError, asyncio.TimeoutError):
+    except (TimeoutError, WebSocketException, OSError):
         return 0
 
 

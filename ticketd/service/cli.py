@@ -8,7 +8,7 @@ import os
 import secrets
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["add_demo_arguments", "main"]
 
 INTERRUPTED = 130  # the shell's code for "stopped by Ctrl+C" (128 + SIGINT)
-SECRET_HINT = (
+HOW_TO_GENERATE = (
     "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))' "
     "(or run `ticketd serve --dev` for local development)"
 )
@@ -56,9 +56,11 @@ def _dev_banner(
     host: str,
     port: int,
     *,
-    secret_source: str = "generated at start-up",
-    key_source: str = "generated at start-up",
+    provenance: Mapping[str, str] | None = None,
 ) -> str:
+    """What `ticketd serve --dev` prints once it serves; ``provenance`` says where the
+    session secret (``"secret"``) and the service key (``"service_key"``) came from."""
+    provenance = provenance or {}
     from ..sessions import issue_session_cookie
     from .diagnostics import redis_target
 
@@ -76,7 +78,7 @@ def _dev_banner(
         "",
         "ticketd development mode",
         f"  store:   {store}",
-        f"  session secret: {secret_source}",
+        f"  session secret: {provenance.get('secret', 'configured')}",
         f"  allowed origins: {', '.join(settings.allowed_origins)}",
     ]
     if settings.session_format != "ticketd" or origin is None:
@@ -98,15 +100,16 @@ def _dev_banner(
         key = settings.service_keys[0].get_secret_value()
         audience = settings.audiences[0]
         lines += [
-            f"  redeem it as a WebSocket server would (service key {key_source}); "
+            f"  redeem it as a WebSocket server would (service key "
+            f"{provenance.get('service_key', 'configured')}); "
             "run it twice: the second is refused (401 invalid):",
             f"    T=$(curl -s -X POST {base}/v1/tickets -H 'Origin: {origin}' \\",
             f"         -H 'Cookie: {cookie}' \\",
             "         | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"ticket\"])')",
             f"    curl -s -X POST {base}/v1/tickets/redeem -H 'Authorization: Bearer {key}' \\",
             "         -H 'Content-Type: application/json' \\",
-            f"         -d '{{\"ticket\": \"'$T'\", \"origin\": \"{origin}\", "
-            f"\"audience\": \"{audience}\"}}'",
+            f'         -d \'{{"ticket": "\'$T\'", "origin": "{origin}", '
+            f'"audience": "{audience}"}}\'',
         ]
     lines += [f"  readiness: curl -s {base}/readyz", ""]
     return "\n".join(lines)
@@ -119,7 +122,7 @@ def _print_config_errors(problems: Sequence[str]) -> None:
         if line.startswith(("TICKETD_SESSION_SECRET", "TICKETD_SERVICE_KEYS")) and (
             "required" in line or "bytes" in line or "placeholder" in line or "distinct" in line
         ):
-            print(f"  fix: {SECRET_HINT}", file=sys.stderr)
+            print(f"  fix: {HOW_TO_GENERATE}", file=sys.stderr)
         elif line.startswith("TICKETD_ALLOWED_ORIGINS"):
             print(f"  fix: {ORIGIN_HINT}, comma-separated", file=sys.stderr)
 
@@ -199,8 +202,7 @@ def _serve(args: argparse.Namespace) -> int:
             settings,
             args.host,
             args.port,
-            secret_source=sources.get("secret", ""),
-            key_source=sources.get("service_key", ""),
+            provenance=sources,
         )
         if args.dev
         else None
@@ -323,9 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve.set_defaults(handler=_serve)
     check = commands.add_parser("check-config", help="validate TICKETD_* and exit")
-    check.add_argument(
-        "--connect", action="store_true", help="also connect to Redis and PING it"
-    )
+    check.add_argument("--connect", action="store_true", help="also connect to Redis and PING it")
     check.set_defaults(handler=_check_config)
     demo = commands.add_parser("demo", help="serve the demo page (development only)")
     add_demo_arguments(demo)
