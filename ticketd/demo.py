@@ -118,6 +118,7 @@ def build_demo(
         if settings is None or settings.redis_url is None:
             raise ValueError("a demo against a ticketd needs its settings, with TICKETD_REDIS_URL")
         app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+        app.add_api_route("/v1/client.js", _client_js, methods=["GET"], include_in_schema=False)
         verifier = TicketVerifier.from_url(
             settings.redis_url, key_prefix=settings.key_prefix, audience=settings.audiences[0]
         )
@@ -136,6 +137,12 @@ def build_demo(
         attempts=_Attempts(dev, OrderedDict()),
     )
     return app
+
+
+async def _client_js(request: Request) -> Response:
+    """The browser client, as ticketd serves it (the page imports it from its own origin)."""
+    source = resources.files("ticketd").joinpath("static/ticketd-client.js").read_bytes()
+    return Response(source, media_type="text/javascript; charset=utf-8")
 
 
 def _loopback(host: str) -> str:
