@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["add_demo_arguments", "main"]
+__all__ = ["add_demo_arguments", "build_parser", "main"]
 
 INTERRUPTED = 130  # the shell's code for "stopped by Ctrl+C" (128 + SIGINT)
 HOW_TO_GENERATE = (
@@ -100,9 +100,8 @@ def _dev_banner(
         key = settings.service_keys[0].get_secret_value()
         audience = settings.audiences[0]
         lines += [
-            f"  redeem it as a WebSocket server would (service key "
-            f"{provenance.get('service_key', 'configured')}); "
-            "run it twice: the second is refused (401 invalid):",
+            "  redeem it as a WebSocket server would (service key "
+            f"{provenance.get('service_key', 'configured')}):",
             f"    T=$(curl -s -X POST {base}/v1/tickets -H 'Origin: {origin}' \\",
             f"         -H 'Cookie: {cookie}' \\",
             "         | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"ticket\"])')",
@@ -110,21 +109,31 @@ def _dev_banner(
             "         -H 'Content-Type: application/json' \\",
             f'         -d \'{{"ticket": "\'$T\'", "origin": "{origin}", '
             f'"audience": "{audience}"}}\'',
+            "  run that last curl again: the replay is refused (401, code invalid)",
         ]
     lines += [f"  readiness: curl -s {base}/readyz", ""]
     return "\n".join(lines)
 
 
+def _fix_for(problem: str) -> str:
+    """How to fix a configuration problem, when there is one known fix."""
+    if problem.startswith(("TICKETD_SESSION_SECRET", "TICKETD_SERVICE_KEYS")) and any(
+        word in problem for word in ("required", "bytes", "placeholder", "distinct")
+    ):
+        return HOW_TO_GENERATE
+    if problem.startswith("TICKETD_ALLOWED_ORIGINS"):
+        return f"{ORIGIN_HINT}, comma-separated"
+    return ""
+
+
 def _print_config_errors(problems: Sequence[str]) -> None:
-    """One line per problem, each followed by how to fix it when there is a known fix."""
+    """One line per problem, ending with how to fix it when there is a known fix."""
     for line in problems:
-        print(f"ticketd: configuration error: {line}", file=sys.stderr)
-        if line.startswith(("TICKETD_SESSION_SECRET", "TICKETD_SERVICE_KEYS")) and (
-            "required" in line or "bytes" in line or "placeholder" in line or "distinct" in line
-        ):
-            print(f"  fix: {HOW_TO_GENERATE}", file=sys.stderr)
-        elif line.startswith("TICKETD_ALLOWED_ORIGINS"):
-            print(f"  fix: {ORIGIN_HINT}, comma-separated", file=sys.stderr)
+        fix = _fix_for(line)
+        print(
+            f"ticketd: configuration error: {line}{f'; fix: {fix}' if fix else ''}",
+            file=sys.stderr,
+        )
 
 
 def _started_hook(
@@ -297,7 +306,8 @@ def _demo(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (tests check Compose and Dockerfile commands against it)."""
     parser = argparse.ArgumentParser(prog="ticketd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the HTTP service")
@@ -330,7 +340,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="serve the demo page (development only)")
     add_demo_arguments(demo)
     demo.set_defaults(handler=_demo)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         from . import create_app  # noqa: F401  - fail early with the install hint
     except ImportError as exc:

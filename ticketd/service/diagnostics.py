@@ -44,16 +44,18 @@ def redis_target(settings: Settings) -> str:
 
 def describe_failure(exc: BaseException, settings: Settings) -> str:
     """The cause of a store failure in one line: ``ConnectionError: Error 111 ...``."""
-    causes: list[str] = []
+    chain: list[BaseException] = []
     current: BaseException | None = exc
-    while current is not None and len(causes) < 4:
-        text = str(current).strip()
-        errno = getattr(current, "errno", None)
-        if isinstance(errno, int) and f"{errno}" not in text:
-            text = f"errno {errno} {text}".strip()
-        causes.append(f"{type(current).__name__}: {text}" if text else type(current).__name__)
+    while current is not None and len(chain) < 8:
+        chain.append(current)
         current = current.__cause__ or current.__context__
-    line = "; ".join(dict.fromkeys(causes))  # redis-py repeats itself between layers
+    cause = chain[1] if len(chain) > 1 else exc  # what the store error wraps
+    text = str(cause).strip()
+    line = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+    errnos = [e.errno for e in chain if isinstance(e, OSError) and isinstance(e.errno, int)]
+    errno = errnos[0] if errnos else None
+    if errno is not None and str(errno) not in line:
+        line += f" (errno {errno})"
     password = urlsplit(settings.redis_url or "").password
     return line.replace(password, "[redacted]") if password else line
 
