@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +17,7 @@ import pytest
 
 from tests.redisproc import RedisServer, free_port
 from tests.test_cli import SECRET, environment, ticketd, wait_until_live
+from tests.test_readme import require_curl
 from ticketd.service.cli import _dev_banner
 from ticketd.service.settings import build_settings
 
@@ -63,8 +63,7 @@ def unreachable_url() -> str:
 
 @pytest.mark.slow
 def test_dev_mode_mint_redeem_replay_with_the_printed_curl(tmp_path: Path) -> None:
-    if shutil.which("curl") is None:
-        pytest.fail("curl is needed to run the printed commands: apt-get install curl")
+    require_curl()  # the test runs the printed commands as they are
     port = free_port()
     with serving(tmp_path, "--dev", env=environment(), port=port) as (process, stderr):
         err = wait_for_text(stderr, "  readiness: curl", process)
