@@ -190,7 +190,7 @@ class Stack:
 
 def require_curl() -> None:
     if shutil.which("curl") is None:
-        if os.environ.get(REQUIRE_ENV) == "1":
+        if os.environ.get(REQUIRE_ENV) == "1":  # CI: .ci/run installs it
             pytest.fail("curl not found: apt-get install curl", pytrace=False)
         pytest.skip("curl not found: apt-get install curl")
 
@@ -234,7 +234,7 @@ def ready(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    redis_binary()
+    redis_binary()  # skip, or fail in CI, without it; serve.sh starts its own redis-server
     require_curl()
     ports = {name: free_port() for name in DOC_PORTS.values()}
     workdir = tmp_path_factory.mktemp("readme")

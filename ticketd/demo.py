@@ -49,7 +49,7 @@ from .service.logconfig import configure_logging, logging_config
 from .service.settings import ConfigError, build_settings, load_settings
 from .sessions import issue_session_cookie
 
-__all__ = ["FOREIGN_ORIGIN", "build_demo", "demo_origins", "main", "run"]
+__all__ = ["AUDIENCE", "FOREIGN_ORIGIN", "build_demo", "demo_origins", "main", "run"]
 
 AUDIENCE = "chat"
 FOREIGN_ORIGIN = "https://evil.example"

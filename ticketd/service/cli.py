@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["add_demo_arguments", "build_parser", "main"]
+__all__ = ["DEV_ORIGINS", "add_demo_arguments", "app_from_environment", "build_parser", "main"]
 
+DEV_ORIGINS = "http://127.0.0.1:8080,http://localhost:8080"  # what --dev allows on port 8080
 INTERRUPTED = 130  # the shell's code for "stopped by Ctrl+C" (128 + SIGINT)
 HOW_TO_GENERATE = (
     "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))' "
