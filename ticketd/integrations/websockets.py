@@ -42,6 +42,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from ..handshake import SUBPROTOCOL, PresentedTicket
+from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, is_ticket_subprotocol, present, redeem
@@ -66,18 +67,22 @@ class _Connection(Protocol):
 
 
 def ticket_auth(
-    verifier: TicketVerifier, *, audience: str | None = None
+    verifier: TicketVerifier, *, audience: str | None = None, redact_logs: bool = True
 ) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
     """Build a ``process_request`` hook that redeems the handshake's ticket.
 
     On success the claims are on the connection (:func:`claims_of`) and ``None``
     is returned so websockets completes the handshake; otherwise an HTTP response
     (400/401/403/503, body ``ticket rejected``) is returned instead of 101.
-    ``audience`` overrides the verifier's expected audience. ::
+    ``audience`` overrides the verifier's expected audience. Building the hook turns on
+    :func:`~ticketd.redaction.install_redaction` (idempotent); ``redact_logs=False``
+    leaves logging alone. ::
 
         serve(handler, process_request=ticket_auth(verifier, audience="chat"),
               select_subprotocol=select_subprotocol)
     """
+    if redact_logs:
+        install_redaction()
 
     async def process_request(connection: ServerConnection, request: Request) -> Response | None:
         presented = check_before_redeem(connection, request)
