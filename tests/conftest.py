@@ -9,8 +9,8 @@ import pytest
 import redis
 import redis.asyncio
 
-from tests.redisproc import RedisServer
-from tests.service_support import make_settings, running_service
+from tests.support.redisproc import RedisServer
+from tests.support.service_support import make_settings, running_service
 
 
 @pytest.fixture(scope="session")

@@ -31,9 +31,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from tests.redisproc import RedisServer, free_port
-from tests.servers import serve_app
-from tests.service_support import cookie_for, make_settings, ticket_keys
+from tests.support.redisproc import RedisServer, free_port
+from tests.support.servers import serve_app
+from tests.support.service_support import cookie_for, make_settings, ticket_keys
 from ticketd import Claims, TicketRejected, TicketVerifier, extract_ticket
 from ticketd.demo import build_demo
 from ticketd.integrations.asgi import ticket_subprotocol

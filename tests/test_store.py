@@ -12,7 +12,7 @@ import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
-from tests.redisproc import RedisServer
+from tests.support.redisproc import RedisServer
 from ticketd import BlockingTicketStore, RedisOptions, StoreUnavailable, TicketStore
 from ticketd.connection import async_client
 
@@ -211,7 +211,7 @@ def test_blocking_store_maps_cluster_errors() -> None:
 async def test_failed_mints_share_one_bounded_janitor(monkeypatch: pytest.MonkeyPatch) -> None:
     """An outage must not start a cleanup task per failed mint (they would storm Redis)."""
     monkeypatch.setattr("ticketd.store.MAX_ORPHANS", 50)
-    from tests.redisproc import free_port
+    from tests.support.redisproc import free_port
 
     store = TicketStore(async_client(RedisOptions(url=f"redis://127.0.0.1:{free_port()}/0")))
     before = len(asyncio.all_tasks())

@@ -13,7 +13,7 @@ import fakeredis
 import pytest
 import redis
 
-from tests.redisproc import RedisServer
+from tests.support.redisproc import RedisServer
 from ticketd import (
     BlockingTicketStore,
     BlockingTicketVerifier,
