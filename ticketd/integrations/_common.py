@@ -15,8 +15,11 @@ The order is fixed:
    :data:`~ticketd.REJECTION_STATUS` of the reason, or 503 with ``Retry-After: 1``
    when the store is unavailable.
 
-Browsers get :data:`DENIAL_BODY` and nothing else; the reason and a short hash
-of the ticket go to the ``ticketd.integrations`` logger.
+Browsers get :data:`DENIAL_BODY` and nothing else. This module is the one place
+an adapter's refusal is logged (the verifier does not log, see
+:mod:`ticketd.redemption`): one line per refusal on the ``ticketd.integrations``
+logger, with the reason, the detail (a clock skew, say) and a short hash of the
+ticket, never the ticket.
 """
 
 from __future__ import annotations
@@ -85,14 +88,20 @@ class Denied:
 
 
 def _rejected(exc: TicketRejected) -> Denied:
-    logger.info(
-        "websocket handshake refused reason=%s ticket=%s", exc.reason.value, exc.ticket_hash or "-"
+    logger.log(
+        logging.WARNING if exc.detail is not None else logging.INFO,
+        "websocket handshake refused reason=%s detail=%s ticket=%s",
+        exc.reason.value,
+        exc.detail.value if exc.detail is not None else "-",
+        exc.ticket_hash or "-",
     )
     return Denied(status=REJECTION_STATUS[exc.reason], reason=exc.reason)
 
 
-def _unavailable(ticket: str) -> Denied:
-    logger.warning("websocket handshake refused: store unavailable ticket=%s", log_id(ticket))
+def _unavailable(ticket: str, exc: StoreUnavailable) -> Denied:
+    logger.warning(
+        "websocket handshake refused: store unavailable ticket=%s why=%s", log_id(ticket), exc
+    )
     return Denied(
         status=UNAVAILABLE_STATUS,
         reason=None,
@@ -166,7 +175,7 @@ def _settle(presented: PresentedTicket, result: Claims | TicketError) -> Admitte
     if isinstance(result, TicketRejected):
         return _rejected(result)
     if isinstance(result, StoreUnavailable):
-        return _unavailable(presented.ticket)
+        return _unavailable(presented.ticket, result)
     if isinstance(result, TicketError):
         raise result
     return Admitted(claims=result, subprotocol=presented.subprotocol)
