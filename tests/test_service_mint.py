@@ -28,11 +28,13 @@ def mint(
     origin: str | bytes | None = APP_ORIGIN,
     **kwargs: Any,
 ) -> httpx.Response:
-    headers: dict[str, str | bytes] = dict(kwargs.pop("headers", None) or {})
+    headers: dict[bytes, bytes] = {
+        k.encode(): v.encode() for k, v in (kwargs.pop("headers", None) or {}).items()
+    }
     if origin is not None:
-        headers["Origin"] = origin
+        headers[b"Origin"] = origin if isinstance(origin, bytes) else origin.encode("latin-1")
     if cookie is not None:
-        headers["Cookie"] = f"session={cookie}"
+        headers[b"Cookie"] = f"session={cookie}".encode()
     return http.post(MINT, headers=headers, **kwargs)
 
 

@@ -1,65 +1,58 @@
-"""Store contract: the same tests against fakeredis and a real redis-server."""
+"""Store contract: the same tests for both twins, against fakeredis and a real redis-server."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import fakeredis
 import pytest
 import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 from tests.support.redisproc import RedisServer
+from tests.support.twins import Kind, Stores
 from ticketd import BlockingTicketStore, RedisOptions, StoreUnavailable, TicketStore
 from ticketd.connection import async_client
 
 
-@pytest.fixture(params=["fakeredis", "redis-server"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[TicketStore]:
-    if request.param == "fakeredis":
-        client = fakeredis.FakeAsyncRedis()
-    else:
-        url = request.getfixturevalue("redis_url")
-        client = async_client(RedisOptions(url=url))
-    store = TicketStore(client)
-    yield store
-    await store.aclose()
-
-
-async def test_put_then_take_returns_record_once(store: TicketStore) -> None:
+async def test_put_then_take_returns_record_once(stores: Stores, verifier_kind: Kind) -> None:
+    store = stores.store
     await store.put("t:k1", b"record", 10_000)
     assert await store.take("t:k1") == b"record"
     assert await store.take("t:k1") is None
 
 
-async def test_take_unknown_key_is_none(store: TicketStore) -> None:
+async def test_take_unknown_key_is_none(stores: Stores, verifier_kind: Kind) -> None:
+    store = stores.store
     assert await store.take("t:nothing") is None
 
 
-async def test_record_expires_after_ttl(store: TicketStore) -> None:
+async def test_record_expires_after_ttl(stores: Stores, verifier_kind: Kind) -> None:
+    store = stores.store
     await store.put("t:short", b"x", 50)
     await asyncio.sleep(0.2)
     assert await store.take("t:short") is None
 
 
-async def test_put_refuses_to_overwrite(store: TicketStore) -> None:
+async def test_put_refuses_to_overwrite(stores: Stores, verifier_kind: Kind) -> None:
+    store = stores.store
     await store.put("t:dup", b"first", 10_000)
     with pytest.raises(StoreUnavailable, match="already exists"):
         await store.put("t:dup", b"second", 10_000)
     assert await store.take("t:dup") == b"first"
 
 
-async def test_concurrent_takes_yield_one_record(store: TicketStore) -> None:
+async def test_concurrent_takes_yield_one_record(stores: Stores, verifier_kind: Kind) -> None:
+    store = stores.store
     await store.put("t:race", b"once", 10_000)
     results = await asyncio.gather(*(store.take("t:race") for _ in range(50)))
     assert results.count(b"once") == 1
     assert results.count(None) == 49
 
 
-async def test_ping(store: TicketStore) -> None:
+async def test_ping(stores: Stores, verifier_kind: Kind) -> None:
+    store = stores.store
     await store.ping()
 
 

@@ -190,9 +190,15 @@ async def test_malformed_ticket_makes_no_store_call(verifier_kind: Kind, bad: st
         def pipeline(self, transaction: bool = True) -> None:
             calls.append("pipeline")
 
+        def set(self, name: str, value: bytes, *, px: int, nx: bool) -> None:
+            calls.append("set")
+
+        def ping(self) -> None:
+            calls.append("ping")
+
     verifier: TicketVerifier | BlockingTicketVerifier
     if verifier_kind == "async":
-        verifier = TicketVerifier(TicketStore(CountingRedis(), batch=False))
+        verifier = TicketVerifier(TicketStore(CountingRedis(), batch=False))  # type: ignore[arg-type]
     else:
         verifier = BlockingTicketVerifier(BlockingTicketStore(CountingRedis()))
     error = await rejection(AnyVerifier(verifier), bad)
@@ -234,7 +240,7 @@ def test_a_url_is_not_a_client(store_class: type[TicketStore | BlockingTicketSto
 def test_blocking_store_refuses_a_client_that_could_block_past_the_deadline() -> None:
     """Without it, a frozen Redis holds the thread for redis-py's 5 s default, or forever."""
     for kwargs in ({}, {"socket_timeout": None}, {"socket_timeout": 3.0}):
-        client = redis.Redis(port=1, socket_connect_timeout=0.5, **kwargs)  # type: ignore[arg-type]
+        client = redis.Redis(port=1, socket_connect_timeout=0.5, **kwargs)
         with pytest.raises(ValueError, match="socket_timeout"):
             BlockingTicketStore(client, deadline=1.0)
         client.close()
