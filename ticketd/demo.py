@@ -39,7 +39,12 @@ from .service.logconfig import configure_logging, logging_config
 from .service.settings import build_settings
 from .sessions import issue_session_cookie
 
-__all__ = ["build_demo", "demo_origins", "main"]
+__all__ = [
+    "AUDIENCE",
+    "build_demo",
+    "demo_origins",
+    "main",
+]
 
 AUDIENCE = "chat"
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")

@@ -9,7 +9,13 @@
      ├── InvalidSubject         a subject no backend reads the same (also a ``ValueError``)
      └── SessionInvalid         (:mod:`ticketd.sessions`) the login cookie is refused; ``.reason``
 
-Nothing else escapes ticketd's public functions on purpose, except ``TypeError`` and
+    ConfigError                 (:mod:`ticketd.service.settings`) the service's settings are
+                                invalid; ``.problems``, one line each
+    TicketDenied                (:mod:`ticketd.integrations.starlette`) a Starlette
+                                ``WebSocketException`` carrying the adapter's ``Denied``
+
+The last two have other bases (``Exception``, Starlette's) and live with their
+extras. Nothing else escapes ticketd's public functions on purpose, except ``TypeError`` and
 ``ValueError`` for bad arguments (a TTL out of range, a non-client passed as a store)
 and, from the HTTP service's settings, pydantic's ``ValidationError`` (a
 ``ValueError``). A test walks the package and checks that every exception class it

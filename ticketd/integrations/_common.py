@@ -18,7 +18,7 @@ The order is fixed:
 Browsers get :data:`DENIAL_BODY` and nothing else. This module is the one place
 an adapter's refusal is logged (the verifier does not log, see
 :mod:`ticketd.redemption`): one line per refusal on the ``ticketd.integrations``
-logger, with the reason, the detail (a clock skew, say) and a short hash of the
+_logger, with the reason, the detail (a clock skew, say) and a short hash of the
 ticket, never the ticket.
 """
 
@@ -56,7 +56,7 @@ __all__ = [
     "redeem_blocking",
 ]
 
-logger = logging.getLogger("ticketd.integrations")
+_logger = logging.getLogger("ticketd.integrations")
 
 DENIAL_BODY = "ticket rejected\n"
 """The whole body of every refusal: the same text for every reason."""
@@ -88,7 +88,7 @@ class Denied:
 
 
 def _rejected(exc: TicketRejected) -> Denied:
-    logger.log(
+    _logger.log(
         logging.WARNING if exc.detail is not None else logging.INFO,
         "websocket handshake refused reason=%s detail=%s ticket=%s",
         exc.reason.value,
@@ -99,7 +99,7 @@ def _rejected(exc: TicketRejected) -> Denied:
 
 
 def _unavailable(ticket: str, exc: StoreUnavailable) -> Denied:
-    logger.warning(
+    _logger.warning(
         "websocket handshake refused: store unavailable ticket=%s why=%s", log_id(ticket), exc
     )
     return Denied(

@@ -13,7 +13,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["main"]
+__all__ = [
+    "DEV_ORIGINS",
+    "app_from_environment",
+    "main",
+]
 
 DEV_ORIGINS = "http://127.0.0.1:8080,http://localhost:8080"
 

@@ -13,7 +13,11 @@ import logging.config
 import time
 from typing import Any
 
-__all__ = ["JSONFormatter", "configure_logging"]
+__all__ = [
+    "JSONFormatter",
+    "configure_logging",
+    "logging_config",
+]
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",

@@ -27,7 +27,16 @@ from pydantic_settings import (
 from ..issuer import validate_audience
 from ..origins import OriginAllowlist, OriginPattern
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
+__all__ = [
+    "ENV_PREFIX",
+    "MIN_SECRET_BYTES",
+    "PLACEHOLDER_WORDS",
+    "CommaList",
+    "ConfigError",
+    "Settings",
+    "build_settings",
+    "load_settings",
+]
 
 ENV_PREFIX = "TICKETD_"
 MIN_SECRET_BYTES = 32
