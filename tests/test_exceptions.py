@@ -139,5 +139,6 @@ def test_session_reasons_are_an_enum() -> None:
     }  # fmt: skip
     exc = SessionInvalid(SessionReason.EXPIRED)
     assert exc.reason is SessionReason.EXPIRED
-    assert exc.reason == "expired"
+    assert isinstance(exc.reason, str)
+    assert exc.reason.value == "expired"
     assert str(exc) == "expired"

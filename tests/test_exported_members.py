@@ -93,10 +93,12 @@ EXPECTED: dict[str, set[str]] = {
     },
     "ticketd.service.ratelimit": {"LimitPlan", "Limited", "MintLimits", "Rate"},
     "ticketd.service.redeem": {"redeem"},
+    "ticketd.service.redis_url": {"redis_url_problem"},
     "ticketd.service.runtime": {"MAX_BODY_BYTES", "Service", "is_json", "redis_options"},
     "ticketd.service.schemas": {
         "ClaimsBody", "MintRequest", "MintResponse", "ProblemBody", "RedeemRequest",
     },
+    "ticketd.service.secret_strength": {"MIN_SECRET_BITS", "estimated_bits", "weakness"},
     "ticketd.service.server": {"DrainingServer"},
     "ticketd.service.settings": {
         "CommaList", "ConfigError", "ENV_PREFIX", "MIN_SECRET_BYTES", "PLACEHOLDER_WORDS",
