@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS as _REDIS_PARSERS
 
 __all__ = ["redis_url_problem"]
 
+_PARSERS = cast(Mapping[str, Callable[[str], Any]], _REDIS_PARSERS)
 _SCHEMES = ("redis", "rediss", "unix")
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
-_CONNECTION_OPTIONS = frozenset(URL_QUERY_ARGUMENT_PARSERS) | {
+_CONNECTION_OPTIONS = frozenset(_PARSERS) | {
     "client_name",
     "password",
     "username",
@@ -74,7 +77,7 @@ def _query_problem(query: str, *, tls: bool) -> str | None:
         if name not in allowed:
             shown = name if name.isidentifier() and len(name) <= 40 else "?"
             return f"unknown option {shown!r} in the query string"
-        parser = URL_QUERY_ARGUMENT_PARSERS.get(name)
+        parser = _PARSERS.get(name)
         if parser is not None:
             try:
                 parser(value)
