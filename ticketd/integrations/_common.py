@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from ..exceptions import REJECTION_STATUS, Reason, StoreUnavailable, TicketError, TicketRejected
 from ..handshake import (
@@ -137,16 +137,11 @@ async def redeem(
     client_ip: str | None = None,
 ) -> Admitted | Denied:
     """Step 3 with the asyncio verifier: burn the ticket and check its bindings."""
+    facts = _facts(headers, audience, client_ip)
     try:
-        claims = await verifier.redeem(
-            presented.ticket,
-            origin=request_origin(headers),
-            audience=audience,
-            client_ip=client_ip,
-        )
+        return _settle(presented, await verifier.redeem(presented.ticket, **facts))
     except TicketError as exc:
         return _settle(presented, exc)
-    return _settle(presented, claims)
 
 
 def redeem_blocking(
@@ -158,16 +153,22 @@ def redeem_blocking(
     client_ip: str | None = None,
 ) -> Admitted | Denied:
     """Step 3 with the blocking verifier."""
+    facts = _facts(headers, audience, client_ip)
     try:
-        claims = verifier.redeem(
-            presented.ticket,
-            origin=request_origin(headers),
-            audience=audience,
-            client_ip=client_ip,
-        )
+        return _settle(presented, verifier.redeem(presented.ticket, **facts))
     except TicketError as exc:
         return _settle(presented, exc)
-    return _settle(presented, claims)
+
+
+class _Facts(TypedDict):
+    origin: str | None
+    audience: str | None
+    client_ip: str | None
+
+
+def _facts(headers: HeaderPairs, audience: str | None, client_ip: str | None) -> _Facts:
+    """What the handshake tells the verifier: the single Origin header, and the caller's."""
+    return {"origin": request_origin(headers), "audience": audience, "client_ip": client_ip}
 
 
 def _settle(presented: PresentedTicket, result: Claims | TicketError) -> Admitted | Denied:
