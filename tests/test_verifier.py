@@ -235,6 +235,8 @@ def test_a_url_is_not_a_client(store_class: type[TicketStore | BlockingTicketSto
         store_class("redis://127.0.0.1:6379/0")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"TicketVerifier\.from_url"):
         TicketVerifier("redis://127.0.0.1:6379/0")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"TicketIssuer\.from_url"):
+        TicketIssuer("redis://127.0.0.1:6379/0")  # type: ignore[arg-type]
 
 
 def test_blocking_store_refuses_a_client_that_could_block_past_the_deadline() -> None:

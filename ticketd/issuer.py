@@ -138,6 +138,8 @@ class TicketIssuer:
         ttl: float = DEFAULT_TTL,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if isinstance(store, str | bytes):
+            raise TypeError("TicketIssuer takes a store; to connect use TicketIssuer.from_url(url)")
         if not MIN_TTL <= ttl <= MAX_TTL:
             raise ValueError(f"ttl must be between {MIN_TTL:g} and {MAX_TTL:g} seconds")
         self.store = store
