@@ -90,10 +90,10 @@ class Denied:
 def _rejected(exc: TicketRejected) -> Denied:
     _logger.log(
         logging.WARNING if exc.detail is not None else logging.INFO,
-        "websocket handshake refused reason=%s detail=%s ticket=%s",
+        "websocket handshake refused reason=%s ticket=%s%s",
         exc.reason.value,
-        exc.detail.value if exc.detail is not None else "-",
         exc.ticket_hash or "-",
+        f" detail={exc.detail.value}" if exc.detail is not None else "",
     )
     return Denied(status=REJECTION_STATUS[exc.reason], reason=exc.reason)
 
