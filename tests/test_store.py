@@ -14,6 +14,7 @@ from tests.support.redisproc import RedisServer
 from tests.support.twins import Kind, Stores
 from ticketd import BlockingTicketStore, RedisOptions, StoreUnavailable, TicketStore
 from ticketd.connection import async_client
+from ticketd.store import StoreOptions
 
 
 async def test_put_then_take_returns_record_once(stores: Stores, verifier_kind: Kind) -> None:
@@ -216,3 +217,9 @@ async def test_failed_mints_share_one_bounded_janitor(monkeypatch: pytest.Monkey
     await store.aclose()
     assert store._janitor is not None
     assert store._janitor.done()
+
+
+def test_store_options_are_the_redis_options_and_the_stores_own() -> None:
+    """from_url's typed options cannot drift from RedisOptions (one list, checked here)."""
+    redis_fields = set(RedisOptions.__dataclass_fields__) - {"url"}
+    assert set(StoreOptions.__annotations__) == redis_fields | {"deadline", "wait_replicas"}
