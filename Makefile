@@ -28,8 +28,10 @@ $(STAMP): $(SERVER_STAMP)
 run: $(SERVER_STAMP)
 	$(BIN)/ticketd serve --dev --host $(HOST) --port $(PORT) || test $$? -eq 130
 
+# COVERAGE_FILE is absolute: subprocesses started in temporary directories write there too.
 test: $(STAMP)
-	$(BIN)/python -m pytest --cov --cov-branch --cov-report=term $(PYTEST_ARGS)
+	rm -f .coverage .coverage.*
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/python -m pytest --cov --cov-branch --cov-report=term $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

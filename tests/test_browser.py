@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,9 +29,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from tests.redisproc import RedisServer, free_port
-from tests.servers import serve_app
-from tests.service_support import cookie_for, make_settings, ticket_keys
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, LogLines, require_browser
+from tests.support.redisproc import RedisServer, free_port
+from tests.support.servers import serve_app
+from tests.support.service_support import cookie_for, make_settings, ticket_keys
 from ticketd import Claims, TicketRejected, TicketVerifier, extract_ticket
 from ticketd.integrations.asgi import ticket_subprotocol
 from ticketd.integrations.starlette import install, require_ticket
@@ -42,17 +41,6 @@ from ticketd.tickets import log_id
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WAIT_MS = 10_000
 SUBJECT = "user-42"
 
 APP_PAGE = """<!doctype html><meta charset="utf-8"><title>app</title>
@@ -83,23 +71,6 @@ START_CLIENT = """(opts) => {
     onStatus: (s) => window.log.states.push(s.state),
   });
 }"""
-
-
-def require_browser() -> None:
-    """Skip (or, with TICKETD_TEST_REQUIRE_BROWSER=1 as in CI, fail) without Chromium."""
-    problem = None
-    if not Path(CHROMIUM).exists():
-        problem = f"{CHROMIUM} not found: apt-get install chromium"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            problem = "playwright is not installed: pip install -e '.[test]'"
-    if problem is None:
-        return
-    if os.environ.get("TICKETD_TEST_REQUIRE_BROWSER") == "1":
-        pytest.fail(problem, pytrace=False)
-    pytest.skip(problem)
 
 
 @dataclass
@@ -166,17 +137,6 @@ class Recorder:
         with self.lock:
             found = self.seen[mark:]
         return [s for s in found if (kind is None or s.kind == kind) and path in (None, s.path)]
-
-
-class LogLines(logging.Handler):
-    """The ticketd log lines (verifier and adapter reasons), from any thread."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
 
 
 @dataclass

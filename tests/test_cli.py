@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.processes import environment, free_port, ticketd, wait_until_live
 from ticketd.service.cli import _dev_banner
 from ticketd.service.settings import build_settings
 from ticketd.sessions import SessionVerifier
@@ -27,27 +26,6 @@ SECRET_FIX = (
     "(or run `ticketd serve --dev` for local development)"
 )
 ORIGIN_FIX = "an origin is scheme://host[:port], e.g. https://app.example.com, comma-separated"
-
-
-def environment(**values: str) -> dict[str, str]:
-    """This process's environment without any TICKETD_* variable, plus ``values``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKETD_")}
-    env.update(values)
-    return env
-
-
-def ticketd(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ticketd.service.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 # -- check-config ------------------------------------------------------------------------
@@ -160,29 +138,6 @@ def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
 
 
 # -- serve --dev ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until_live(
-    client: httpx.Client, process: subprocess.Popen[bytes], stderr: Path, port: int
-) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"ticketd exited with {process.returncode}: {stderr.read_text()}")
-        try:
-            if client.get(f"http://127.0.0.1:{port}/livez").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"ticketd did not come up within 20 s: {stderr.read_text()}")
 
 
 @pytest.mark.slow

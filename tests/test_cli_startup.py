@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.redisproc import RedisServer, free_port
-from tests.test_cli import SECRET, environment, ticketd, wait_until_live
-from tests.test_readme import require_curl
+from tests.support.browser import require_curl
+from tests.support.processes import environment, ticketd, wait_until_live
+from tests.support.redisproc import RedisServer, free_port
+from tests.support.service_support import SECRET
 from ticketd.service.cli import _dev_banner
 from ticketd.service.settings import build_settings
 

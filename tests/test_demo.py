@@ -19,10 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.redisproc import RedisServer, free_port
-from tests.servers import serve_app
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, LogLines, require_browser
-from tests.test_cli import SECRET, environment
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, LogLines, require_browser
+from tests.support.processes import environment
+from tests.support.redisproc import RedisServer, free_port
+from tests.support.servers import serve_app
+from tests.support.service_support import SECRET
 from ticketd.demo import FOREIGN_ORIGIN, build_demo
 from ticketd.service.logconfig import DenialResponseNoise
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,8 +36,8 @@ import httpx
 import pytest
 
 import ticketd
-from tests.redisproc import REQUIRE_ENV, free_port, redis_binary
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, require_browser
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, require_browser, require_curl
+from tests.support.redisproc import free_port, redis_binary
 from ticketd.sessions import issue_session_cookie
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,13 +185,6 @@ class Stack:
             timeout=timeout,
             check=False,
         )
-
-
-def require_curl() -> None:
-    if shutil.which("curl") is None:
-        if os.environ.get(REQUIRE_ENV) == "1":  # CI: .ci/run installs it
-            pytest.fail("curl not found: apt-get install curl", pytrace=False)
-        pytest.skip("curl not found: apt-get install curl")
 
 
 def start(command: list[str], stack_dir: Path, env: dict[str, str], log: Path) -> Any:

@@ -21,10 +21,8 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.typing import Origin, Subprotocol
 
-from tests.test_integrations_aiohttp import make_app as aiohttp_app
-from tests.test_integrations_asgi import starlette_app, uvicorn_server
-from tests.test_integrations_common import ORIGIN, ticket_env
-from tests.test_integrations_websockets import handler
+from tests.support.adapters import ORIGIN, ticket_env
+from tests.support.apps import aiohttp_app, handler, starlette_app, uvicorn_server
 from ticketd.integrations.websockets import select_subprotocol, ticket_auth
 from ticketd.redaction import (
     DEFAULT_LOGGERS,

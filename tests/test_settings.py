@@ -146,7 +146,7 @@ def test_secret_with_too_few_distinct_characters() -> None:
     assert problems({**MINIMAL, "session_secret": "abcdefg" * 6}) == [
         "TICKETD_SESSION_SECRET: the session secret has too few distinct characters"
     ]
-    assert build_settings({**MINIMAL, "session_secret": "abcdefgh" * 5}).session_secret
+    assert build_settings({**MINIMAL, "session_secret": "k3X9-pQz7_Lm2vBn8wRt4yHs6JdF0cGe"})
 
 
 def test_bad_fallback_and_service_key() -> None:

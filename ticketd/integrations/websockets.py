@@ -47,9 +47,18 @@ from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, is_ticket_subprotocol, present, redeem
 
-__all__ = ["CLAIMS_ATTRIBUTE", "claims_of", "select_subprotocol", "ticket_auth"]
+__all__ = [
+    "CLAIMS_ATTRIBUTE",
+    "check_before_redeem",
+    "claims_of",
+    "finish",
+    "peer_ip",
+    "respond",
+    "select_subprotocol",
+    "ticket_auth",
+]
 
-logger = logging.getLogger("ticketd.integrations")
+_logger = logging.getLogger("ticketd.integrations")
 
 CLAIMS_ATTRIBUTE = "ticket_claims"
 """Attribute of the connection holding the :class:`~ticketd.Claims` after a successful check."""
@@ -143,13 +152,13 @@ def check_before_redeem(
         # A dry run of the checks ServerProtocol.accept() makes after this hook.
         _, _, selected = connection.protocol.process_request(request)
     except Exception:  # websockets refuses it right after this hook, with its own status
-        logger.info("websocket handshake invalid for websockets; ticket not redeemed")
+        _logger.info("websocket handshake invalid for websockets; ticket not redeemed")
         return None
     if selected is not None and is_ticket_subprotocol(selected):
-        logger.error("select_subprotocol chose a ticket-bearing token; refusing the handshake")
+        _logger.error("select_subprotocol chose a ticket-bearing token; refusing the handshake")
         return connection.respond(500, "server misconfigured\n")
     if presented.transport == "subprotocol" and selected != SUBPROTOCOL:
-        logger.error(
+        _logger.error(
             "ticket sent as a subprotocol but the server would not select %s; pass "
             "select_subprotocol=ticketd.integrations.websockets.select_subprotocol to serve()",
             SUBPROTOCOL,

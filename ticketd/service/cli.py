@@ -19,12 +19,12 @@ if TYPE_CHECKING:
 __all__ = ["DEV_ORIGINS", "add_demo_arguments", "app_from_environment", "build_parser", "main"]
 
 DEV_ORIGINS = "http://127.0.0.1:8080,http://localhost:8080"  # what --dev allows on port 8080
-INTERRUPTED = 130  # the shell's code for "stopped by Ctrl+C" (128 + SIGINT)
-HOW_TO_GENERATE = (
+_INTERRUPTED = 130  # the shell's code for "stopped by Ctrl+C" (128 + SIGINT)
+_HOW_TO_GENERATE = (
     "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))' "
     "(or run `ticketd serve --dev` for local development)"
 )
-ORIGIN_HINT = "an origin is scheme://host[:port], e.g. https://app.example.com"
+_ORIGIN_HINT = "an origin is scheme://host[:port], e.g. https://app.example.com"
 
 
 def _dev_environment(host: str, port: int) -> dict[str, str]:
@@ -123,9 +123,9 @@ def _fix_for(problem: str) -> str:
     if problem.startswith(("TICKETD_SESSION_SECRET", "TICKETD_SERVICE_KEYS")) and any(
         word in problem for word in ("required", "bytes", "placeholder", "distinct")
     ):
-        return HOW_TO_GENERATE
+        return _HOW_TO_GENERATE
     if problem.startswith("TICKETD_ALLOWED_ORIGINS"):
-        return f"{ORIGIN_HINT}, comma-separated"
+        return f"{_ORIGIN_HINT}, comma-separated"
     return ""
 
 
@@ -206,7 +206,7 @@ def _serve(args: argparse.Namespace) -> int:
                 server_header=False,
             )
         except KeyboardInterrupt:
-            return INTERRUPTED
+            return _INTERRUPTED
         return 0
     app = create_app(settings)
     banner = (
@@ -232,7 +232,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         _server(config, app.state.service, args.drain_seconds, started).run()
     except KeyboardInterrupt:  # uvicorn shut down cleanly, then re-raised SIGINT
-        return INTERRUPTED
+        return _INTERRUPTED
     return 0
 
 

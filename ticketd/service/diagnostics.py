@@ -17,7 +17,7 @@ from .settings import Settings
 
 __all__ = ["check_store", "describe_failure", "redis_target", "warn_if_unreachable"]
 
-logger = logging.getLogger("ticketd.service")
+_logger = logging.getLogger("ticketd.service")
 
 
 def redis_target(settings: Settings) -> str:
@@ -75,9 +75,9 @@ async def warn_if_unreachable(store: TicketStore, settings: Settings) -> bool:
         return True
     problem = await check_store(store, settings)
     if problem is None:
-        logger.info("store: Redis at %s answers", redis_target(settings))
+        _logger.info("store: Redis at %s answers", redis_target(settings))
         return True
-    logger.warning(
+    _logger.warning(
         "store: Redis at %s is unreachable (%s); mint and redeem answer 503 and /readyz "
         "is not ready until it answers; /livez stays up",
         redis_target(settings),
