@@ -18,8 +18,8 @@ from xml.etree import ElementTree as ET
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
-from tests.redis_topologies import tls_certificates
-from tests.redisproc import free_port
+from tests.support.redis_topologies import tls_certificates
+from tests.support.redisproc import free_port
 from ticketd.audit import CATALOG, SCHEMA_ID
 from ticketd.audit.selftest import EXPECTED, self_test
 from ticketd.audit.session import Redactor
@@ -360,3 +360,15 @@ def test_self_test_fails_when_a_check_is_blind(monkeypatch: pytest.MonkeyPatch) 
     lines = out.getvalue().splitlines()
     uncovered = next(line for line in lines if "checks no weakness made fail" in line)
     assert "'upgrade.indistinguishable'" in uncovered
+
+
+def test_python_dash_m_is_the_same_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ticketd.audit", "--socket-url", "ws://127.0.0.1:1/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert "ticketd audit: missing --mint-url, --origin" in result.stderr

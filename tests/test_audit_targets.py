@@ -32,9 +32,15 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from tests.redisproc import free_port
-from tests.servers import serve_app
-from tests.service_support import APP_ORIGIN, SECRET, cookie_for, make_settings, running_service
+from tests.support.redisproc import free_port
+from tests.support.servers import serve_app
+from tests.support.service_support import (
+    APP_ORIGIN,
+    SECRET,
+    cookie_for,
+    make_settings,
+    running_service,
+)
 from ticketd import TicketStore, TicketVerifier
 from ticketd.audit import AuditConfig, Status, render, run_audit
 from ticketd.audit.catalog import CATALOG, CONTROLS

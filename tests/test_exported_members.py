@@ -29,6 +29,33 @@ EXPECTED: dict[str, set[str]] = {
         "__version__", "canonical_origin", "extract_ticket", "is_websocket_upgrade",
         "request_origin",
     },
+    "ticketd.audit": {
+        "AuditConfig", "CATALOG", "Check", "Report", "Result", "SCHEMA_ID", "Severity", "Status",
+        "render", "run_audit",
+    },
+    "ticketd.audit.__main__": set(),
+    "ticketd.audit.base": {
+        "AuditBase", "FOREIGN_ORIGIN", "Inconclusive", "grade", "http_status", "lookalikes",
+        "worst",
+    },
+    "ticketd.audit.catalog": {"CATALOG", "CONTROLS", "Check", "Severity", "Status", "check"},
+    "ticketd.audit.cli": {"ACK_FLAG", "DESCRIPTION", "add_parser", "config_from", "main", "run"},
+    "ticketd.audit.mint_checks": {"MintChecks"},
+    "ticketd.audit.probe": {
+        "Headers", "HttpResponse", "OpenSocket", "Upgrade", "UpgradeOutcome", "header",
+        "http_request", "open_socket", "upgrade",
+    },
+    "ticketd.audit.report": {
+        "EXIT_FAIL", "EXIT_INCONCLUSIVE", "EXIT_OK", "EXIT_USAGE", "Report", "Result", "SCHEMA_ID",
+        "render", "to_dict", "to_json", "to_junit", "to_sarif", "to_text",
+    },
+    "ticketd.audit.runner": {"Audit", "run_audit"},
+    "ticketd.audit.selftest": {"EXPECTED", "real_ticketd", "self_test", "weak_config"},
+    "ticketd.audit.session": {
+        "AuditConfig", "BudgetExhausted", "Redactor", "Session", "is_loopback",
+    },
+    "ticketd.audit.upgrade_checks": {"UpgradeChecks"},
+    "ticketd.audit.weak": {"ALLOWED_ORIGIN", "AUDIENCES", "WEAKNESSES", "WeakServer"},
     "ticketd.batching": {"Command", "CommandBatcher"},
     "ticketd.binding": {"canonical_ip", "check_binding"},
     "ticketd.connection": {"RedisOptions", "async_client", "sync_client"},

@@ -13,9 +13,13 @@
                                 invalid; ``.problems``, one line each
     TicketDenied                (:mod:`ticketd.integrations.starlette`) a Starlette
                                 ``WebSocketException`` carrying the adapter's ``Denied``
+    BudgetExhausted             (:mod:`ticketd.audit.session`) an audit run used its
+                                request budget
+    Inconclusive                (:mod:`ticketd.audit.base`) an audit check could not be decided
 
-The last two have other bases (``Exception``, Starlette's) and live with their
-extras. Nothing else escapes ticketd's public functions on purpose, except ``TypeError`` and
+The last four have other bases (``Exception``, Starlette's) and live with their
+extras or tools; the audit's two never leave ``run_audit`` (the check is reported
+inconclusive). Nothing else escapes ticketd's public functions on purpose, except ``TypeError`` and
 ``ValueError`` for bad arguments (a TTL out of range, a non-client passed as a store)
 and, from the HTTP service's settings, pydantic's ``ValidationError`` (a
 ``ValueError``). A test walks the package and checks that every exception class it
