@@ -58,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from . import create_app
     from .logconfig import configure_logging, logging_config
-    from .server import DrainingServer
+    from .server import DrainingServer, bounded_http_protocol, configure_header_limits
     from .settings import ConfigError, load_settings
 
     if args.dev:
@@ -70,6 +70,10 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"ticketd: configuration error: {line}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    configure_header_limits(
+        max_header_bytes=settings.max_header_bytes, header_timeout=settings.header_timeout
+    )
+    http = bounded_http_protocol(args.http)
     if args.dev:
         print(_dev_banner(settings, args.host, args.port), file=sys.stderr, flush=True)
     log_config = logging_config(settings.log_level, settings.log_format)
@@ -94,6 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
             log_config=log_config,
             proxy_headers=False,
             server_header=False,
+            http=http,
         )
         return 0
     app = create_app(settings)
@@ -105,6 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=args.graceful_timeout,
+        http=http,
     )
     DrainingServer(config, app.state.service, drain_seconds=args.drain_seconds).run()
     return 0
@@ -113,9 +119,14 @@ def _serve(args: argparse.Namespace) -> int:
 def app_from_environment() -> object:
     """Application factory for uvicorn workers (each worker reads the environment)."""
     from . import create_app
+    from .server import configure_header_limits
     from .settings import load_settings
 
-    return create_app(load_settings())
+    settings = load_settings()
+    configure_header_limits(
+        max_header_bytes=settings.max_header_bytes, header_timeout=settings.header_timeout
+    )
+    return create_app(settings)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -154,6 +165,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=20.0,
         help="seconds to let in-flight requests finish at shutdown",
+    )
+    serve.add_argument(
+        "--http",
+        choices=("auto", "h11", "httptools"),
+        default="auto",
+        help="HTTP parser (both bound request headers: TICKETD_MAX_HEADER_BYTES, "
+        "TICKETD_HEADER_TIMEOUT)",
     )
     serve.add_argument(
         "--dev",

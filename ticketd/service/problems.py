@@ -42,6 +42,9 @@ PROBLEMS: dict[str, Problem] = {
         Problem("redeem_disabled", 404, "Redeem endpoint disabled"),
         Problem("not_ready", 503, "Not ready"),
         Problem("internal_error", 500, "Internal error"),
+        # Answered by ticketd serve's HTTP protocol before any route (see server.py).
+        Problem("headers_too_large", 431, "Request headers too large"),
+        Problem("header_timeout", 408, "Request headers not received in time"),
         # Redeem outcomes, for trusted services only (see REJECTION_STATUS).
         Problem("missing", 401, "Ticket missing"),
         Problem("duplicate", 400, "Ticket given more than once"),

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     rate_limit_per_ip: str = "120/minute"
     max_outstanding_per_subject: int = Field(default=20, ge=0)
 
+    # HTTP server (`ticketd serve`)
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
+
     # Logs
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
