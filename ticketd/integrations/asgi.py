@@ -56,6 +56,7 @@ __all__ = [
     "check_scope",
     "claims_from_scope",
     "deny",
+    "handshake_headers",
     "ticket_subprotocol",
 ]
 
@@ -105,10 +106,30 @@ async def check_scope(
         verifier,
         method="GET",
         target="?" + bytes(scope.get("query_string", b"")).decode("latin-1"),
-        headers=scope.get("headers", []),
+        headers=handshake_headers(scope),
         audience=audience,
         client_ip=client[0] if client else None,
     )
+
+
+def handshake_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """The handshake's headers as the client sent them, wherever the server put them.
+
+    Servers disagree on where the offered subprotocols go: uvicorn's ``websockets``
+    and ``websockets-sansio`` backends (and hypercorn, daphne) keep the
+    ``Sec-WebSocket-Protocol`` header in ``scope["headers"]`` *and* list the tokens
+    in ``scope["subprotocols"]``; uvicorn's ``wsproto`` backend drops the header and
+    fills only ``scope["subprotocols"]``. The header wins when there is one (it shows
+    repeated headers as sent); otherwise the list becomes one header line, so a ticket
+    offered as a subprotocol is found, and counted, under every server.
+    """
+    headers = [(bytes(k), bytes(v)) for k, v in scope.get("headers", [])]
+    if any(name.lower() == b"sec-websocket-protocol" for name, _ in headers):
+        return headers
+    offered = [str(token) for token in scope.get("subprotocols") or ()]
+    if offered:
+        headers.append((b"sec-websocket-protocol", ", ".join(offered).encode("latin-1")))
+    return headers
 
 
 async def deny(scope: Scope, receive: Receive, send: Send, denied: Denied) -> None:
