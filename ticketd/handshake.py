@@ -46,6 +46,7 @@ __all__ = [
     "HeaderPairs",
     "PresentedTicket",
     "extract_ticket",
+    "header_values",
     "is_websocket_upgrade",
     "request_origin",
 ]

@@ -40,13 +40,15 @@ the upgrade headers the server received are still checked.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, TypeAlias
 
 from ..handshake import QUERY_PARAMETER
+from ..hosts import HostAllowlist
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, admit, is_ticket_subprotocol
+from ._hosts import allowlist_of, refuse_host
 
 __all__ = [
     "CLAIMS_KEY",
@@ -74,23 +76,34 @@ STATE_KEY = "ticket_claims"
 class TicketMiddleware:
     """Refuse ``websocket`` scopes without a valid ticket; pass the claims on in the scope.
 
-    ::
+    ``allowed_hosts`` (see :mod:`ticketd.hosts`) also refuses handshakes whose
+    ``Host`` is not listed (421) before any ticket is looked at; two ``Host``
+    headers are refused (400) with or without it. ::
 
-        app = TicketMiddleware(app, verifier=verifier, audience="chat")
+        app = TicketMiddleware(app, verifier=verifier, audience="chat",
+                               allowed_hosts=["rt.example.com"])
     """
 
     def __init__(
-        self, app: ASGIApp, verifier: TicketVerifier, *, audience: str | None = None
+        self,
+        app: ASGIApp,
+        verifier: TicketVerifier,
+        *,
+        audience: str | None = None,
+        allowed_hosts: Iterable[str] | HostAllowlist | None = None,
     ) -> None:
         self.app = app
         self.verifier = verifier
         self.audience = audience
+        self.allowed_hosts = allowlist_of(allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
-        outcome = await check_scope(self.verifier, scope, audience=self.audience)
+        outcome = await check_scope(
+            self.verifier, scope, audience=self.audience, allowed_hosts=self.allowed_hosts
+        )
         if isinstance(outcome, Denied):
             await deny(scope, receive, send, outcome)
             return
@@ -98,15 +111,23 @@ class TicketMiddleware:
 
 
 async def check_scope(
-    verifier: TicketVerifier, scope: Scope, *, audience: str | None = None
+    verifier: TicketVerifier,
+    scope: Scope,
+    *,
+    audience: str | None = None,
+    allowed_hosts: HostAllowlist | None = None,
 ) -> Admitted | Denied:
     """Run the shared check on an ASGI ``websocket`` scope (redeems the ticket)."""
     client = scope.get("client")
+    headers = handshake_headers(scope)
+    refused = refuse_host(headers, allowed_hosts)
+    if refused is not None:
+        return refused
     return await admit(
         verifier,
         method="GET",
         target="?" + bytes(scope.get("query_string", b"")).decode("latin-1"),
-        headers=handshake_headers(scope),
+        headers=headers,
         audience=audience,
         client_ip=client[0] if client else None,
     )

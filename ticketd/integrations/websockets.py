@@ -28,7 +28,7 @@ websockets is going to refuse never burns a ticket. The blocking variant for
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 try:
@@ -42,9 +42,11 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from ..handshake import SUBPROTOCOL, PresentedTicket
+from ..hosts import HostAllowlist
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, is_ticket_subprotocol, present, redeem
+from ._hosts import allowlist_of, refuse_host
 
 __all__ = ["CLAIMS_ATTRIBUTE", "claims_of", "select_subprotocol", "ticket_auth"]
 
@@ -66,21 +68,26 @@ class _Connection(Protocol):
 
 
 def ticket_auth(
-    verifier: TicketVerifier, *, audience: str | None = None
+    verifier: TicketVerifier,
+    *,
+    audience: str | None = None,
+    allowed_hosts: Iterable[str] | HostAllowlist | None = None,
 ) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
     """Build a ``process_request`` hook that redeems the handshake's ticket.
 
     On success the claims are on the connection (:func:`claims_of`) and ``None``
     is returned so websockets completes the handshake; otherwise an HTTP response
     (400/401/403/503, body ``ticket rejected``) is returned instead of 101.
-    ``audience`` overrides the verifier's expected audience. ::
+    ``audience`` overrides the verifier's expected audience; ``allowed_hosts``
+    (:mod:`ticketd.hosts`) refuses unlisted ``Host`` headers with 421 first. ::
 
         serve(handler, process_request=ticket_auth(verifier, audience="chat"),
               select_subprotocol=select_subprotocol)
     """
+    hosts = allowlist_of(allowed_hosts)
 
     async def process_request(connection: ServerConnection, request: Request) -> Response | None:
-        presented = check_before_redeem(connection, request)
+        presented = check_before_redeem(connection, request, hosts)
         if not isinstance(presented, PresentedTicket):
             return presented
         outcome = await redeem(
@@ -124,13 +131,16 @@ def claims_of(connection: object) -> Claims:
 
 
 def check_before_redeem(
-    connection: _Connection, request: Request
+    connection: _Connection, request: Request, allowed_hosts: HostAllowlist | None = None
 ) -> PresentedTicket | Response | None:
     """Find the ticket and make sure websockets will accept this handshake (no store call).
 
     ``None`` means websockets is about to refuse the handshake itself.
     """
-    headers = request.headers.raw_items()
+    headers = list(request.headers.raw_items())
+    refused = refuse_host(headers, allowed_hosts)
+    if refused is not None:
+        return respond(connection, refused)
     presented = present("GET", request.path, headers)
     if isinstance(presented, Denied):
         return respond(connection, presented)

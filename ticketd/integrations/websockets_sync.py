@@ -17,7 +17,7 @@ The same hook as :mod:`ticketd.integrations.websockets`, redeeming with a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 try:
     from websockets.http11 import Request, Response
@@ -28,15 +28,20 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from ..handshake import PresentedTicket
+from ..hosts import HostAllowlist
 from ..verifier import BlockingTicketVerifier
 from ._common import redeem_blocking
+from ._hosts import allowlist_of
 from .websockets import check_before_redeem, claims_of, finish, peer_ip, select_subprotocol
 
 __all__ = ["claims_of", "select_subprotocol", "ticket_auth"]
 
 
 def ticket_auth(
-    verifier: BlockingTicketVerifier, *, audience: str | None = None
+    verifier: BlockingTicketVerifier,
+    *,
+    audience: str | None = None,
+    allowed_hosts: Iterable[str] | HostAllowlist | None = None,
 ) -> Callable[[ServerConnection, Request], Response | None]:
     """Build a blocking ``process_request`` hook; the sync twin of the asyncio ``ticket_auth``.
 
@@ -45,9 +50,10 @@ def ticket_auth(
         serve(handler, process_request=ticket_auth(blocking_verifier),
               select_subprotocol=select_subprotocol)
     """
+    hosts = allowlist_of(allowed_hosts)
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
-        presented = check_before_redeem(connection, request)
+        presented = check_before_redeem(connection, request, hosts)
         if not isinstance(presented, PresentedTicket):
             return presented
         outcome = redeem_blocking(

@@ -45,6 +45,10 @@ PROBLEMS: dict[str, Problem] = {
         # Answered by ticketd serve's HTTP protocol before any route (see server.py).
         Problem("headers_too_large", 431, "Request headers too large"),
         Problem("header_timeout", 408, "Request headers not received in time"),
+        # Every request, before routing (see edge.py).
+        Problem("host_not_allowed", 421, "Host not served here"),
+        Problem("duplicate_host", 400, "More than one Host header"),
+        Problem("non_canonical_path", 400, "Request path is not in canonical form"),
         # Redeem outcomes, for trusted services only (see REJECTION_STATUS).
         Problem("missing", 401, "Ticket missing"),
         Problem("duplicate", 400, "Ticket given more than once"),

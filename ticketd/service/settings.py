@@ -24,6 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from ..hosts import HostAllowlist, HostPattern
 from ..issuer import validate_audience
 from ..origins import OriginAllowlist, OriginPattern
 
@@ -105,7 +106,8 @@ class Settings(BaseSettings):
     rate_limit_per_ip: str = "120/minute"
     max_outstanding_per_subject: int = Field(default=20, ge=0)
 
-    # HTTP server (`ticketd serve`)
+    # HTTP server
+    allowed_hosts: CommaList = Field(default_factory=list)
     max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
     header_timeout: float = Field(default=10.0, gt=0, le=300)
 
@@ -129,6 +131,7 @@ class Settings(BaseSettings):
         "redis_sentinels",
         "audiences",
         "allowed_origins",
+        "allowed_hosts",
         "trusted_proxies",
         "session_secret_fallbacks",
         "service_keys",
@@ -150,6 +153,13 @@ class Settings(BaseSettings):
             raise ValueError("at least one allowed origin is required")
         for item in value:
             OriginPattern.parse(item)  # InvalidOrigin is a ValueError
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for item in value:
+            HostPattern.parse(item)  # ValueError says what is wrong
         return value
 
     @field_validator("audiences")
@@ -235,6 +245,9 @@ class Settings(BaseSettings):
 
     def allowlist(self) -> OriginAllowlist:
         return OriginAllowlist(self.allowed_origins)
+
+    def host_allowlist(self) -> HostAllowlist:
+        return HostAllowlist(self.allowed_hosts)
 
 
 class ConfigError(Exception):
