@@ -135,6 +135,7 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
         openapi_extra={"requestBody": redeem_body, "security": [{"serviceKey": []}]},
         responses=_problem_docs(
             "invalid_service_key",
+            "invalid_authorization",
             "missing",
             "malformed",
             "invalid",

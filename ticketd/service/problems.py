@@ -39,6 +39,7 @@ PROBLEMS: dict[str, Problem] = {
         Problem("method_not_allowed", 405, "Method not allowed"),
         Problem("not_found", 404, "Not found"),
         Problem("invalid_service_key", 401, "Service key missing or invalid"),
+        Problem("invalid_authorization", 400, "Authorization header repeated or malformed"),
         Problem("redeem_disabled", 404, "Redeem endpoint disabled"),
         Problem("not_ready", 503, "Not ready"),
         Problem("internal_error", 500, "Internal error"),
