@@ -57,7 +57,7 @@ async def websockets_server(verifier: TicketVerifier) -> AsyncIterator[str]:
         handler,
         "127.0.0.1",
         0,
-        process_request=ticket_auth(verifier, allowed_hosts=ALLOWED),
+        process_response=ticket_auth(verifier, allowed_hosts=ALLOWED),
         select_subprotocol=select_subprotocol,
     ) as server:
         yield f"ws://127.0.0.1:{next(iter(server.sockets)).getsockname()[1]}/ws"

@@ -164,7 +164,7 @@ async def test_websockets_handshakes_leave_no_ticket_in_logs(
             handler,
             "127.0.0.1",
             0,
-            process_request=ticket_auth(env.verifier),
+            process_response=ticket_auth(env.verifier),
             select_subprotocol=select_subprotocol,
         ) as server,
     ):
@@ -333,7 +333,7 @@ async def test_near_miss_tickets_are_refused_unburned_and_never_logged(
                     handler,
                     "127.0.0.1",
                     0,
-                    process_request=ticket_auth(env.verifier),
+                    process_response=ticket_auth(env.verifier),
                     select_subprotocol=select_subprotocol,
                 )
             )

@@ -10,7 +10,7 @@ The same hook as :mod:`ticketd.integrations.websockets`, redeeming with a
     def handler(connection):
         connection.send(f"hello {claims_of(connection).subject}")
 
-    with serve(handler, "", 8001, process_request=ticket_auth(verifier),
+    with serve(handler, "", 8001, process_response=ticket_auth(verifier),
                select_subprotocol=select_subprotocol) as server:
         server.serve_forever()
 """
@@ -42,18 +42,20 @@ def ticket_auth(
     *,
     audience: str | None = None,
     allowed_hosts: Iterable[str] | HostAllowlist | None = None,
-) -> Callable[[ServerConnection, Request], Response | None]:
-    """Build a blocking ``process_request`` hook; the sync twin of the asyncio ``ticket_auth``.
+) -> Callable[[ServerConnection, Request, Response | None], Response | None]:
+    """Build a blocking ``process_response`` hook; the sync twin of the asyncio ``ticket_auth``.
 
     ::
 
-        serve(handler, process_request=ticket_auth(blocking_verifier),
+        serve(handler, process_response=ticket_auth(blocking_verifier),
               select_subprotocol=select_subprotocol)
     """
     hosts = allowlist_of(allowed_hosts)
 
-    def process_request(connection: ServerConnection, request: Request) -> Response | None:
-        presented = check_before_redeem(connection, request, hosts)
+    def process_response(
+        connection: ServerConnection, request: Request, response: Response | None = None
+    ) -> Response | None:
+        presented = check_before_redeem(connection, request, response, hosts)
         if not isinstance(presented, PresentedTicket):
             return presented
         outcome = redeem_blocking(
@@ -65,4 +67,4 @@ def ticket_auth(
         )
         return finish(connection, outcome)
 
-    return process_request
+    return process_response
