@@ -29,10 +29,14 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "ticketd.integrations.aiohttp needs aiohttp: pip install 'ticketd[aiohttp]'"
     ) from exc
 
+from collections.abc import Iterable
+
 from ..handshake import SUBPROTOCOL
+from ..hosts import HostAllowlist
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Denied, admit
+from ._hosts import allowlist_of, refuse_host
 
 __all__ = ["CLAIMS_KEY", "PROTOCOLS", "check_ticket"]
 
@@ -46,20 +50,26 @@ _ERRORS: dict[int, type[web.HTTPException]] = {
     400: web.HTTPBadRequest,
     401: web.HTTPUnauthorized,
     403: web.HTTPForbidden,
+    421: web.HTTPMisdirectedRequest,
     503: web.HTTPServiceUnavailable,
 }
 
 
 async def check_ticket(
-    request: web.Request, verifier: TicketVerifier, *, audience: str | None = None
+    request: web.Request,
+    verifier: TicketVerifier,
+    *,
+    audience: str | None = None,
+    allowed_hosts: Iterable[str] | HostAllowlist | None = None,
 ) -> Claims:
     """Redeem the handshake's ticket, or raise the HTTP error to answer with.
 
-    ::
+    ``allowed_hosts`` (:mod:`ticketd.hosts`; pass a ``HostAllowlist`` built once)
+    refuses an unlisted ``Host`` with 421 before the ticket is looked at. ::
 
         claims = await check_ticket(request, verifier, audience="chat")
     """
-    outcome = await admit(
+    outcome = refuse_host(request.raw_headers, allowlist_of(allowed_hosts)) or await admit(
         verifier,
         method=request.method,
         target=request.path_qs,

@@ -30,6 +30,9 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "ticketd.integrations.channels needs channels: pip install 'ticketd[channels]'"
     ) from exc
 
+from collections.abc import Iterable
+
+from ..hosts import HostAllowlist
 from ..verifier import TicketVerifier
 from .asgi import ASGIApp, TicketMiddleware, claims_from_scope, ticket_subprotocol
 
@@ -44,7 +47,11 @@ TicketAuthMiddleware = TicketMiddleware
 
 
 def TicketAuthMiddlewareStack(
-    inner: ASGIApp, verifier: TicketVerifier, *, audience: str | None = None
+    inner: ASGIApp,
+    verifier: TicketVerifier,
+    *,
+    audience: str | None = None,
+    allowed_hosts: Iterable[str] | HostAllowlist | None = None,
 ) -> TicketMiddleware:
     """The middleware stack for Channels WebSocket routes (a ticket check, no cookie auth).
 
@@ -52,4 +59,4 @@ def TicketAuthMiddlewareStack(
 
         TicketAuthMiddlewareStack(URLRouter(websocket_urlpatterns), verifier, audience="chat")
     """
-    return TicketMiddleware(inner, verifier, audience=audience)
+    return TicketMiddleware(inner, verifier, audience=audience, allowed_hosts=allowed_hosts)
