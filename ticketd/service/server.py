@@ -11,7 +11,8 @@ Two things uvicorn does not do on its own:
   (``header_timeout``) when the head is not complete ``header_timeout`` seconds
   after the connection opened or the previous response ended. A connection that
   never sent a byte is closed without a response. Either way the connection stops
-  being read and is closed shortly after, so its memory is the limit plus one read.
+  being parsed (its input is discarded) and is closed shortly after, so its memory
+is the limit plus one read.
 - **Draining.** :class:`DrainingServer` turns readiness false before the process stops.
 """
 
@@ -45,8 +46,11 @@ logger = logging.getLogger("ticketd.service")
 HTTP_PARSERS = ("auto", "h11", "httptools")
 DEFAULT_MAX_HEADER_BYTES = 32 * 1024
 DEFAULT_HEADER_TIMEOUT = 10.0
-LINGER_SECONDS = 1.0
-"""How long a refused connection stays open (not read) so the client can read the answer."""
+LINGER_SECONDS = 2.0
+"""How long a refused connection stays open, its input discarded, so the client reads the answer.
+
+Closing at once with unread input would send a TCP reset, which can destroy the
+answer in the client's receive buffer before the client has read it."""
 _READ_SIZE = 256 * 1024  # the most asyncio hands to data_received at once
 
 _REASON_PHRASES = {431: b"Request Header Fields Too Large", 408: b"Request Timeout"}
@@ -92,6 +96,7 @@ class _HeadGuard:
     client: tuple[str, int] | None
     _head_bytes: int = 0
     _head_timer: asyncio.TimerHandle | None = None
+    _discarding = False
 
     def _awaiting_head(self) -> bool:
         raise NotImplementedError
@@ -106,6 +111,8 @@ class _HeadGuard:
         super().connection_lost(exc)  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:  # refused: the answer is out, the input goes nowhere
+            return
         if self._awaiting_head():
             self._head_bytes += len(data)
             self._arm()
@@ -116,6 +123,12 @@ class _HeadGuard:
             self._head_complete()
         elif self._head_bytes > self.max_header_bytes:
             self._refuse("headers_too_large")
+
+    def eof_received(self) -> None:
+        if self._discarding:
+            self.transport.close()
+            return
+        super().eof_received()  # type: ignore[misc]
 
     def _head_complete(self) -> None:
         self._disarm()
@@ -150,7 +163,7 @@ class _HeadGuard:
             self.client[0] if self.client else "-",
             extra={"code": code, "status": status},
         )
-        self.transport.pause_reading()  # nothing more is buffered for this connection
+        self._discarding = True  # nothing more is parsed or buffered for this connection
         self.transport.write(_head_refusal(code))
         if self.transport.can_write_eof():
             self.transport.write_eof()
