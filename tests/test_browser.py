@@ -488,9 +488,26 @@ def test_client_stops_on_401(servers: Servers, context_factory: Callable[..., An
     assert servers.recorder.since(mark, kind="websocket") == []
 
 
-def test_demo_page_login_connect_and_chat(browser: Any) -> None:
+# The demo's ASGI adapter must find the ticket wherever each uvicorn WebSocket backend
+# puts the offered subprotocols (wsproto lists them only in scope["subprotocols"]).
+@pytest.mark.parametrize(
+    "ws_backend",
+    [
+        pytest.param(
+            "websockets",  # uvicorn's legacy backend, deprecated but still selectable
+            marks=[
+                pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated"),
+                pytest.mark.filterwarnings("ignore:The `websockets` implementation is deprecated"),
+                pytest.mark.filterwarnings("ignore:remove second argument of ws_handler"),
+            ],
+        ),
+        "websockets-sansio",
+        "wsproto",
+    ],
+)
+def test_demo_page_login_connect_and_chat(browser: Any, ws_backend: str) -> None:
     port = free_port()
-    with serve_app(build_demo("127.0.0.1", port), port=port) as base:
+    with serve_app(build_demo("127.0.0.1", port), port=port, ws=ws_backend) as base:
         contexts = [browser.new_context() for _ in range(2)]
         try:
             alice, bob = (context.new_page() for context in contexts)
