@@ -35,7 +35,6 @@ from tests.redisproc import RedisServer, free_port
 from tests.servers import serve_app
 from tests.service_support import cookie_for, make_settings, ticket_keys
 from ticketd import Claims, TicketRejected, TicketVerifier, extract_ticket
-from ticketd.demo import build_demo
 from ticketd.integrations.asgi import ticket_subprotocol
 from ticketd.integrations.starlette import install, require_ticket
 from ticketd.service import Settings, create_app
@@ -486,59 +485,3 @@ def test_client_stops_on_401(servers: Servers, context_factory: Callable[..., An
     mints = servers.recorder.since(mark, path="/v1/tickets")
     assert [(m.method, m.cookie, m.status) for m in mints] == [("POST", False, 401)]
     assert servers.recorder.since(mark, kind="websocket") == []
-
-
-# The demo's ASGI adapter must find the ticket wherever each uvicorn WebSocket backend
-# puts the offered subprotocols (wsproto lists them only in scope["subprotocols"]).
-@pytest.mark.parametrize(
-    "ws_backend",
-    [
-        pytest.param(
-            "websockets",  # uvicorn's legacy backend, deprecated but still selectable
-            marks=[
-                pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated"),
-                pytest.mark.filterwarnings("ignore:The `websockets` implementation is deprecated"),
-                pytest.mark.filterwarnings("ignore:remove second argument of ws_handler"),
-            ],
-        ),
-        "websockets-sansio",
-        "wsproto",
-    ],
-)
-def test_demo_page_login_connect_and_chat(browser: Any, ws_backend: str) -> None:
-    port = free_port()
-    with serve_app(build_demo("127.0.0.1", port), port=port, ws=ws_backend) as base:
-        contexts = [browser.new_context() for _ in range(2)]
-        try:
-            alice, bob = (context.new_page() for context in contexts)
-            for page, name, transport in ((alice, "alice", "query"), (bob, "bob", "subprotocol")):
-                page.set_default_timeout(WAIT_MS)
-                page.goto(base + "/")
-                page.wait_for_function("() => window.demoReady === true")
-                if name == "bob":  # not logged in yet: the client stops at the 401
-                    page.click("#connect")
-                    page.wait_for_function(
-                        "() => /closed/.test(document.getElementById('status').textContent)"
-                    )
-                    assert "ticket request refused (401)" in page.inner_text("#messages")
-                page.fill("#name", name)
-                page.click("#login")
-                page.wait_for_function(
-                    "() => /login: 200/.test(document.getElementById('messages').textContent)"
-                )
-                page.select_option("#transport", transport)
-                page.click("#connect")
-                page.wait_for_function(
-                    "() => document.getElementById('status').textContent === 'open'"
-                )
-            alice.wait_for_function(
-                "() => /bob joined/.test(document.getElementById('messages').textContent)"
-            )
-            bob.fill("#text", "hi alice")
-            bob.press("#text", "Enter")
-            alice.wait_for_function(
-                "() => /bob: hi alice/.test(document.getElementById('messages').textContent)"
-            )
-        finally:
-            for context in contexts:
-                context.close()

@@ -22,6 +22,11 @@ from ticketd.sessions import SessionVerifier
 SECRET = "test-only-key-0123456789abcdefghijklmn"
 ORIGIN = "https://app.example.com"
 TICKET = re.compile(r"[A-Za-z0-9_-]{43}")
+SECRET_FIX = (
+    "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))' "
+    "(or run `ticketd serve --dev` for local development)"
+)
+ORIGIN_FIX = "an origin is scheme://host[:port], e.g. https://app.example.com, comma-separated"
 
 
 def environment(**values: str) -> dict[str, str]:
@@ -80,7 +85,7 @@ def test_check_config_ignores_the_callers_ticketd_variables(tmp_path: Path) -> N
     assert result.returncode == 2
     assert result.stderr == (
         "ticketd: configuration error: TICKETD_ALLOWED_ORIGINS: "
-        "at least one allowed origin is required\n"
+        f"at least one allowed origin is required; fix: {ORIGIN_FIX}\n"
     )
 
 
@@ -97,12 +102,14 @@ def test_check_config_bad(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert sorted(result.stderr.splitlines()) == [
-        "ticketd: configuration error: TICKETD_ALLOWED_ORIGINS: "
-        "origin must be scheme://host[:port] with nothing else",
+        "ticketd: configuration error: TICKETD_ALLOWED_ORIGINS: entry 1 "
+        f"'{ORIGIN}/path': origin must be scheme://host[:port] with nothing else; "
+        f"fix: {ORIGIN_FIX}",
         "ticketd: configuration error: TICKETD_SESSION_SECRET: "
-        "the session secret looks like a placeholder; generate a random one",
+        "the session secret looks like a placeholder; generate a random one; "
+        f"fix: {SECRET_FIX}",
         "ticketd: configuration error: TICKETD_SESSION_SECRET_FALLBACKS: "
-        "a fallback secret is shorter than 32 bytes",
+        f"a fallback secret is shorter than 32 bytes; fix: {SECRET_FIX}",
         "ticketd: configuration error: TICKETD_TICKET_TTL: "
         "Input should be greater than or equal to 1",
     ]
@@ -129,7 +136,7 @@ def test_serve_bad_config_refused(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == (
         "ticketd: configuration error: TICKETD_SESSION_SECRET: "
-        "the session secret is shorter than 32 bytes\n"
+        f"the session secret is shorter than 32 bytes; fix: {SECRET_FIX}\n"
     )
     assert SECRET[:20] not in result.stderr
 

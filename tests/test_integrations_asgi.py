@@ -53,10 +53,10 @@ async def chat(websocket: WebSocket) -> None:
     await websocket.close()
 
 
-def starlette_app(verifier: TicketVerifier) -> Starlette:
+def starlette_app(verifier: TicketVerifier, **options: Any) -> Starlette:
     return Starlette(
         routes=[WebSocketRoute("/ws", chat)],
-        middleware=[Middleware(TicketMiddleware, verifier=verifier)],
+        middleware=[Middleware(TicketMiddleware, verifier=verifier, **options)],
     )
 
 

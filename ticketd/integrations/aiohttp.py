@@ -33,6 +33,7 @@ from collections.abc import Iterable
 
 from ..handshake import SUBPROTOCOL
 from ..hosts import HostAllowlist
+from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Denied, admit
@@ -61,6 +62,7 @@ async def check_ticket(
     *,
     audience: str | None = None,
     allowed_hosts: Iterable[str] | HostAllowlist | None = None,
+    redact_logs: bool = True,
 ) -> Claims:
     """Redeem the handshake's ticket, or raise the HTTP error to answer with.
 
@@ -68,7 +70,11 @@ async def check_ticket(
     refuses an unlisted ``Host`` with 421 before the ticket is looked at. ::
 
         claims = await check_ticket(request, verifier, audience="chat")
+
+    Turns on log redaction (idempotent; a check per call) unless ``redact_logs=False``.
     """
+    if redact_logs:
+        install_redaction()
     outcome = refuse_host(request.raw_headers, allowlist_of(allowed_hosts)) or await admit(
         verifier,
         method=request.method,

@@ -45,6 +45,7 @@ from typing import Any, TypeAlias
 
 from ..handshake import QUERY_PARAMETER
 from ..hosts import HostAllowlist
+from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, admit, is_ticket_subprotocol
@@ -91,7 +92,10 @@ class TicketMiddleware:
         *,
         audience: str | None = None,
         allowed_hosts: Iterable[str] | HostAllowlist | None = None,
+        redact_logs: bool = True,
     ) -> None:
+        if redact_logs:  # the server logs the handshake before the app runs
+            install_redaction()
         self.app = app
         self.verifier = verifier
         self.audience = audience

@@ -52,6 +52,7 @@ def TicketAuthMiddlewareStack(
     *,
     audience: str | None = None,
     allowed_hosts: Iterable[str] | HostAllowlist | None = None,
+    redact_logs: bool = True,
 ) -> TicketMiddleware:
     """The middleware stack for Channels WebSocket routes (a ticket check, no cookie auth).
 
@@ -59,4 +60,6 @@ def TicketAuthMiddlewareStack(
 
         TicketAuthMiddlewareStack(URLRouter(websocket_urlpatterns), verifier, audience="chat")
     """
-    return TicketMiddleware(inner, verifier, audience=audience, allowed_hosts=allowed_hosts)
+    return TicketMiddleware(
+        inner, verifier, audience=audience, allowed_hosts=allowed_hosts, redact_logs=redact_logs
+    )

@@ -37,6 +37,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from ..hosts import HostAllowlist
+from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Denied
@@ -59,6 +60,7 @@ def require_ticket(
     *,
     audience: str | None = None,
     allowed_hosts: Iterable[str] | HostAllowlist | None = None,
+    redact_logs: bool = True,
 ) -> Callable[[WebSocket], Awaitable[Claims]]:
     """A dependency returning the claims of the handshake's ticket (redeemed on call).
 
@@ -67,7 +69,11 @@ def require_ticket(
     ``allowed_hosts``::
 
         async def chat(websocket: WebSocket, claims: Claims = Depends(require_ticket(v))): ...
+
+    Turns on log redaction unless ``redact_logs=False``.
     """
+    if redact_logs:
+        install_redaction()
     hosts = allowlist_of(allowed_hosts)
 
     async def ticket_claims(websocket: WebSocket) -> Claims:

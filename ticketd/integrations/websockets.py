@@ -47,6 +47,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from ..handshake import SUBPROTOCOL, PresentedTicket
 from ..hosts import HostAllowlist
+from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, is_ticket_subprotocol, present, redeem
@@ -76,6 +77,7 @@ def ticket_auth(
     *,
     audience: str | None = None,
     allowed_hosts: Iterable[str] | HostAllowlist | None = None,
+    redact_logs: bool = True,
 ) -> Callable[[ServerConnection, Request, Response | None], Awaitable[Response | None]]:
     """Build a ``process_response`` hook that redeems the handshake's ticket.
 
@@ -83,11 +85,15 @@ def ticket_auth(
     is returned so websockets sends its 101; otherwise an HTTP response
     (400/401/403/503, body ``ticket rejected``) is returned instead.
     ``audience`` overrides the verifier's expected audience; ``allowed_hosts``
-    (:mod:`ticketd.hosts`) refuses unlisted ``Host`` headers with 421 first. ::
+    (:mod:`ticketd.hosts`) refuses unlisted ``Host`` headers with 421 first. Building
+    the hook turns on :func:`~ticketd.redaction.install_redaction` (idempotent);
+    ``redact_logs=False`` leaves logging alone. ::
 
         serve(handler, process_response=ticket_auth(verifier, audience="chat"),
               select_subprotocol=select_subprotocol)
     """
+    if redact_logs:
+        install_redaction()
     hosts = allowlist_of(allowed_hosts)
 
     async def process_response(

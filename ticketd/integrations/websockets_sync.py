@@ -29,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from ..handshake import PresentedTicket
 from ..hosts import HostAllowlist
+from ..redaction import install_redaction
 from ..verifier import BlockingTicketVerifier
 from ._common import redeem_blocking
 from ._hosts import allowlist_of
@@ -42,6 +43,7 @@ def ticket_auth(
     *,
     audience: str | None = None,
     allowed_hosts: Iterable[str] | HostAllowlist | None = None,
+    redact_logs: bool = True,
 ) -> Callable[[ServerConnection, Request, Response | None], Response | None]:
     """Build a blocking ``process_response`` hook; the sync twin of the asyncio ``ticket_auth``.
 
@@ -49,7 +51,11 @@ def ticket_auth(
 
         serve(handler, process_response=ticket_auth(blocking_verifier),
               select_subprotocol=select_subprotocol)
+
+    Turns on log redaction unless ``redact_logs=False``, like the asyncio hook.
     """
+    if redact_logs:
+        install_redaction()
     hosts = allowlist_of(allowed_hosts)
 
     def process_response(

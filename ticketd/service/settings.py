@@ -151,8 +151,11 @@ class Settings(BaseSettings):
     def _origins(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one allowed origin is required")
-        for item in value:
-            OriginPattern.parse(item)  # InvalidOrigin is a ValueError
+        for position, item in enumerate(value, 1):
+            try:
+                OriginPattern.parse(item)
+            except ValueError as exc:  # InvalidOrigin; an origin is not a secret: quote it
+                raise ValueError(f"entry {position} {item!r}: {exc}") from None
         return value
 
     @field_validator("allowed_hosts")
