@@ -114,11 +114,11 @@ def debian_mirror(sources: Path = Path("/etc/apt")) -> str:
     candidates: list[str] = []
     for path in sorted((sources / "sources.list.d").glob("*.sources")):
         for stanza in path.read_text(encoding="utf-8").split("\n\n"):
-            fields = dict(
-                (key.strip().lower(), value.strip())
+            fields = {
+                key.strip().lower(): value.strip()
                 for key, sep, value in (line.partition(":") for line in stanza.splitlines())
                 if sep and not key.startswith("#")
-            )
+            }
             if "bookworm" in fields.get("suites", "").split():
                 candidates += fields.get("uris", "").split()
     for path in [sources / "sources.list", *sorted((sources / "sources.list.d").glob("*.list"))]:
@@ -220,7 +220,7 @@ def healthcheck_command() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def built() -> Iterator[Built]:
+def built() -> Built:
     tools = require_tools()
     podman = Podman(tools["podman"], tools["runc"])
     base_seconds = 0.0  # stays 0 when the cached base is reused
@@ -262,7 +262,7 @@ def built() -> Iterator[Built]:
         build_seconds = time.monotonic() - started
     finally:
         shutil.rmtree(context, ignore_errors=True)
-    yield Built(podman, IMAGE, base_seconds, build_seconds)
+    return Built(podman, IMAGE, base_seconds, build_seconds)
 
 
 @dataclass
