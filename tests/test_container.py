@@ -41,7 +41,13 @@ from tests.service_support import APP_ORIGIN
 from ticketd import TicketVerifier
 from ticketd.sessions import issue_session_cookie
 
-pytestmark = [pytest.mark.container, pytest.mark.redis, pytest.mark.slow]
+# The first run builds the base (debootstrap, ~1.5 min) and the image (pip from PyPI).
+pytestmark = [
+    pytest.mark.container,
+    pytest.mark.redis,
+    pytest.mark.slow,
+    pytest.mark.timeout(480),
+]
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRE_ENV = "TICKETD_TEST_REQUIRE_CONTAINER"
