@@ -7,12 +7,13 @@ passed through the Dockerfile's ``BASE_IMAGE`` argument. The stand-in is cached
 under :data:`BASE_IMAGE` and reused when it already exists locally.
 
 The image is built from ``git archive HEAD`` (a clean checkout: only what is
-committed, and only what ``.dockerignore`` lets through), then run as UID 10001
-with a read-only root filesystem, every capability dropped and no new
-privileges, on the host network against a real ``redis-server`` on loopback.
+committed, and only what ``.dockerignore`` lets through), then run with the args
+and security context of ``deploy/k8s/base/deployment.yaml`` (UID 10001, read-only
+root filesystem, every capability dropped, no new privileges) in its own network
+namespace, against a real ``redis-server`` on the host's loopback.
 
-Needs ``podman``, ``runc``, ``debootstrap`` and ``git`` (Debian: ``apt-get install
-podman runc debootstrap``); skipped without them unless
+Needs ``podman``, ``runc``, ``slirp4netns``, ``debootstrap`` and ``git`` (Debian:
+``apt-get install podman runc slirp4netns debootstrap``); skipped without them unless
 ``TICKETD_TEST_REQUIRE_CONTAINER=1`` (as in CI), which turns the skip into a failure.
 """
 
@@ -35,6 +36,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml  # type: ignore[import-untyped]
 
 from tests.redisproc import RedisServer, free_port
 from tests.service_support import APP_ORIGIN
@@ -58,6 +60,7 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 GRACE_SECONDS = 30  # terminationGracePeriodSeconds in deploy/k8s/base/deployment.yaml
 DRAIN_SECONDS = 2.0
 UID = "10001:10001"
+HOST_LOOPBACK = "10.0.2.2"  # the host's 127.0.0.1 seen from slirp4netns
 
 
 # --------------------------------------------------------------------------- tools
@@ -65,12 +68,13 @@ UID = "10001:10001"
 
 def require_tools() -> dict[str, str]:
     """podman, runc, debootstrap, git; skip (fail in CI) with the install hint."""
-    found = {name: shutil.which(name) for name in ("podman", "runc", "debootstrap", "git")}
+    tools = ("podman", "runc", "slirp4netns", "debootstrap", "git")
+    found = {name: shutil.which(name) for name in tools}
     missing = sorted(name for name, path in found.items() if path is None)
     if missing:
         message = (
             f"{', '.join(missing)} not found; install them (Debian: apt-get install "
-            "podman runc debootstrap) to build and run the container image"
+            "podman runc slirp4netns debootstrap) to build and run the container image"
         )
         if os.environ.get(REQUIRE_ENV) == "1":
             pytest.fail(f"{REQUIRE_ENV}=1 but {message}", pytrace=False)
@@ -252,6 +256,9 @@ def built() -> Built:
             "build",
             "--network",
             "host",
+            # Keep HEALTHCHECK in the image (the OCI format drops it), as `make image` does.
+            "--format",
+            "docker",
             *ULIMITS,
             # pip inside the build trusts the same certificates as the host.
             "-v",
@@ -280,9 +287,40 @@ class Running:
     secret: str
 
 
+def deployment_container() -> dict[str, Any]:
+    """The ticketd container of deploy/k8s/base/deployment.yaml."""
+    manifest = REPO / "deploy" / "k8s" / "base" / "deployment.yaml"
+    deployment = yaml.safe_load(manifest.read_text(encoding="utf-8"))
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = [c for c in pod["containers"] if c["name"] == "ticketd"]
+    return {"pod": pod, **container}
+
+
+def run_flags(container: dict[str, Any]) -> list[str]:
+    """podman flags for the Deployment's securityContext (pod and container level)."""
+    context = {**container["pod"].get("securityContext", {}), **container["securityContext"]}
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["runAsNonRoot"] is True
+    return [
+        f"--user={context['runAsUser']}:{context['runAsGroup']}",
+        "--read-only",
+        # The pod's in-memory /tmp (emptyDir, medium Memory).
+        "--tmpfs=/tmp:rw,size=16m,mode=1777",
+        "--cap-drop=ALL",
+        "--security-opt=no-new-privileges",
+    ]
+
+
 @pytest.fixture
 def running(built: Built, tmp_path: Path) -> Iterator[Running]:
-    """The image as the Deployment runs it, on a free loopback port, against real Redis."""
+    """The image as the Deployment runs it, against a real redis-server on host loopback.
+
+    The container has its own network namespace (slirp4netns) so it listens on
+    0.0.0.0:8080 as in the pod, published on a free host loopback port only; it
+    reaches the host's loopback, where Redis listens, as 10.0.2.2.
+    """
     redis_server = RedisServer().start()
     secret = f"test-only-{secrets.token_urlsafe(32)}"
     secret_file = tmp_path / "session-secret"
@@ -291,41 +329,26 @@ def running(built: Built, tmp_path: Path) -> Iterator[Running]:
     port = free_port()
     name = f"ticketd-test-{uuid.uuid4().hex[:8]}"
     podman = built.podman
+    container = deployment_container()
+    args = container["args"]
+    assert args == ["serve", "--host", "0.0.0.0", "--port", "8080"], args
     podman.run(
         "run",
         "--detach",
-        "--name",
-        name,
-        "--network",
-        "host",
-        "--user",
-        UID,
-        "--read-only",
-        "--tmpfs",
-        "/tmp:rw,size=16m,mode=1777",
-        "--cap-drop=ALL",
-        "--security-opt",
-        "no-new-privileges",
+        f"--name={name}",
+        "--network=slirp4netns:allow_host_loopback=true",
+        f"--publish=127.0.0.1:{port}:8080",
+        *run_flags(container),
         *ULIMITS,
-        "-v",
-        f"{secret_file}:/run/secrets/session-secret:ro",
-        "-e",
-        f"TICKETD_REDIS_URL=redis://127.0.0.1:{redis_server.port}/0",
-        "-e",
-        "TICKETD_SESSION_SECRET_FILE=/run/secrets/session-secret",
-        "-e",
-        f"TICKETD_ALLOWED_ORIGINS={APP_ORIGIN}",
-        "-e",
-        "TICKETD_AUDIENCES=chat",
+        f"--volume={secret_file}:/run/secrets/session-secret:ro",
+        f"--env=TICKETD_REDIS_URL=redis://{HOST_LOOPBACK}:{redis_server.port}/0",
+        "--env=TICKETD_SESSION_SECRET_FILE=/run/secrets/session-secret",
+        f"--env=TICKETD_ALLOWED_ORIGINS={APP_ORIGIN}",
+        "--env=TICKETD_AUDIENCES=chat",
         built.image,
-        # The Deployment's args, on loopback and a free port (host network).
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--drain-seconds",
-        str(DRAIN_SECONDS),
+        # The Deployment's args; the drain phase stands in for its preStop sleep.
+        *args,
+        f"--drain-seconds={DRAIN_SECONDS}",
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -403,16 +426,17 @@ def test_image_serves_as_the_deployment_runs_it(
     # The ticket the container minted is in the real Redis and redeems on the host.
     assert asyncio.run(redeem()) == ("alice", APP_ORIGIN)
 
-    # The Dockerfile's HEALTHCHECK (OCI images drop it, so run the command itself),
-    # pointed at this container's port; and a negative control on a closed port.
+    # The Dockerfile's HEALTHCHECK, as built into the image (--format docker keeps it),
+    # run by podman and as a plain command; and a negative control on a closed port.
     command = healthcheck_command()
-    probe = " ".join(command)
-    assert probe.count("127.0.0.1:8080") == 1, command
-    port = running.base.rpartition(":")[2]
-    here = [word.replace("127.0.0.1:8080", f"127.0.0.1:{port}") for word in command]
-    healthy = podman.run("exec", running.name, *here, check=False)
-    assert healthy.returncode == 0, healthy.stderr
-    closed = [word.replace("127.0.0.1:8080", f"127.0.0.1:{free_port()}") for word in command]
+    assert podman.inspect(built.image)["Config"]["Healthcheck"]["Test"] == ["CMD", *command]
+    checked = podman.run("healthcheck", "run", running.name, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    health = podman.inspect(running.name, kind="container")["State"]["Health"]
+    assert health["Status"] == "healthy", health
+    assert podman.run("exec", running.name, *command, check=False).returncode == 0
+    assert " ".join(command).count("127.0.0.1:8080") == 1, command
+    closed = [word.replace("127.0.0.1:8080", "127.0.0.1:8081") for word in command]
     assert podman.run("exec", running.name, *closed, check=False).returncode != 0
 
     size = int(podman.inspect(built.image)["Size"])

@@ -13,6 +13,7 @@ Nothing here needs a network or a container engine. ``kubectl`` (for
 from __future__ import annotations
 
 import copy
+import json
 import secrets
 import shlex
 import shutil
@@ -324,7 +325,13 @@ def deploy_yaml_files() -> list[Path]:
 def test_deploy_yaml_passes_yamllint() -> None:
     files = deploy_yaml_files()
     names = {path.relative_to(DEPLOY).as_posix() for path in files}
-    assert {"compose.yaml", "k8s/base/deployment.yaml", "hadolint.yaml"} <= names, names
+    assert {
+        "compose.yaml",
+        "k8s/base/deployment.yaml",
+        "hadolint.yaml",
+        "prometheus/alerts.yaml",
+        "prometheus/alerts.test.yaml",
+    } <= names, names
     result = yamllint(*files)
     assert result.returncode == 0, output(result)
 
@@ -336,6 +343,21 @@ def test_yamllint_catches_mistakes(tmp_path: Path) -> None:
     assert result.returncode != 0, output(result)
     for rule in ("key-duplicates", "truthy", "trailing-spaces"):
         assert rule in result.stdout, output(result)
+
+
+# --------------------------------------------------------------------------- dashboards
+
+
+def test_grafana_dashboards_are_valid_json() -> None:
+    dashboards = sorted((DEPLOY / "grafana").glob("*.json"))
+    assert dashboards, "deploy/grafana/ has no dashboard"
+    for path in dashboards:
+        try:
+            dashboard = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            pytest.fail(f"{path.name}: {exc}")
+        assert isinstance(dashboard.get("panels"), list), path.name
+        assert dashboard.get("uid"), path.name
 
 
 # --------------------------------------------------------------------------- compose
