@@ -60,6 +60,7 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 GRACE_SECONDS = 30  # terminationGracePeriodSeconds in deploy/k8s/base/deployment.yaml
 DRAIN_SECONDS = 2.0
 UID = "10001:10001"
+SBIN = "/usr/sbin:/sbin"  # runc and debootstrap live here; a non-login PATH may lack it
 HOST_LOOPBACK = "10.0.2.2"  # the host's 127.0.0.1 seen from slirp4netns
 
 
@@ -69,7 +70,7 @@ HOST_LOOPBACK = "10.0.2.2"  # the host's 127.0.0.1 seen from slirp4netns
 def require_tools() -> dict[str, str]:
     """podman, runc, debootstrap, git; skip (fail in CI) with the install hint."""
     tools = ("podman", "runc", "slirp4netns", "debootstrap", "git")
-    found = {name: shutil.which(name) for name in tools}
+    found = {name: shutil.which(name) or shutil.which(name, path=SBIN) for name in tools}
     missing = sorted(name for name, path in found.items() if path is None)
     if missing:
         message = (
@@ -177,6 +178,7 @@ def build_base(podman: Podman, debootstrap: str) -> None:
             text=True,
             timeout=420,
             check=True,
+            env={**os.environ, "PATH": f"{os.environ.get('PATH', '')}:{SBIN}"},
         )
         for directory in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for entry in (root / directory).glob("*"):
@@ -429,7 +431,7 @@ def test_image_serves_as_the_deployment_runs_it(
     # The Dockerfile's HEALTHCHECK, as built into the image (--format docker keeps it),
     # run by podman and as a plain command; and a negative control on a closed port.
     command = healthcheck_command()
-    assert podman.inspect(built.image)["Config"]["Healthcheck"]["Test"] == ["CMD", *command]
+    assert podman.inspect(built.image)["Healthcheck"]["Test"] == ["CMD", *command]
     checked = podman.run("healthcheck", "run", running.name, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     health = podman.inspect(running.name, kind="container")["State"]["Health"]
