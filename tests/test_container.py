@@ -110,6 +110,10 @@ class Podman:
     def exists(self, image: str) -> bool:
         return self.run("image", "exists", image, check=False).returncode == 0
 
+    def dangling(self) -> set[str]:
+        listed = self.run("images", "--quiet", "--no-trunc", "--filter", "dangling=true")
+        return set(listed.stdout.split())
+
     def inspect(self, target: str, *, kind: str = "image") -> Any:
         return json.loads(self.run(kind, "inspect", target).stdout)[0]
 
@@ -232,9 +236,16 @@ def healthcheck_command() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def built() -> Built:
+def built() -> Iterator[Built]:
+    """The image, built on the (cached) stand-in base from a clean checkout of HEAD.
+
+    Afterwards the untagged images this build left behind (its builder stage, the
+    previous build of :data:`IMAGE`) are removed, so repeated runs do not pile up
+    layers; the base and :data:`IMAGE` stay.
+    """
     tools = require_tools()
     podman = Podman(tools["podman"], tools["runc"])
+    dangling_before = podman.dangling()
     base_seconds = 0.0  # stays 0 when the cached base is reused
     if not podman.exists(BASE_IMAGE):
         started = time.monotonic()
@@ -277,7 +288,12 @@ def built() -> Built:
         build_seconds = time.monotonic() - started
     finally:
         shutil.rmtree(context, ignore_errors=True)
-    return Built(podman, IMAGE, base_seconds, build_seconds)
+    try:
+        yield Built(podman, IMAGE, base_seconds, build_seconds)
+    finally:
+        left = podman.dangling() - dangling_before
+        if left:
+            podman.run("rmi", "--force", *sorted(left), check=False)
 
 
 @dataclass
