@@ -59,7 +59,7 @@ IMAGE = "localhost/ticketd:container-test"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 GRACE_SECONDS = 30  # terminationGracePeriodSeconds in deploy/k8s/base/deployment.yaml
-DRAIN_SECONDS = 2.0
+DRAIN_SECONDS = 5.0  # long enough to observe under load, well inside the grace period
 UID = "10001:10001"
 SBIN = "/usr/sbin:/sbin"  # runc and debootstrap live here; a non-login PATH may lack it
 HOST_LOOPBACK = "10.0.2.2"  # the host's 127.0.0.1 seen from slirp4netns
@@ -400,7 +400,6 @@ def test_image_serves_as_the_deployment_runs_it(
     assert config["Config"]["User"] == UID
     host = config["HostConfig"]
     assert host["ReadonlyRootfs"] is True
-    assert host["CapDrop"] or host.get("CapAdd") == [], host
     assert "no-new-privileges" in " ".join(host["SecurityOpt"] or []), host["SecurityOpt"]
     # The process really runs unprivileged, with no capabilities and a read-only root.
     status = podman.run("exec", running.name, "cat", "/proc/1/status").stdout
@@ -408,6 +407,7 @@ def test_image_serves_as_the_deployment_runs_it(
     assert fields["Uid"].split()[0] == "10001", fields["Uid"]
     assert fields["Gid"].split()[0] == "10001", fields["Gid"]
     assert int(fields["CapEff"], 16) == 0, fields["CapEff"]
+    assert int(fields["CapBnd"], 16) == 0, fields["CapBnd"]  # --cap-drop=ALL
     assert fields["NoNewPrivs"].strip() == "1"
     touched = podman.run("exec", running.name, "touch", "/opt/ticketd/x", check=False)
     assert touched.returncode != 0
@@ -476,7 +476,7 @@ def test_sigterm_drains_then_exits_zero(running: Running) -> None:
         sent = time.monotonic()
         podman.run("kill", "--signal", "TERM", running.name)
         # Draining: not ready any more, still alive and serving.
-        deadline = sent + DRAIN_SECONDS
+        deadline = time.monotonic() + DRAIN_SECONDS
         statuses = []
         while time.monotonic() < deadline:
             try:
@@ -493,8 +493,8 @@ def test_sigterm_drains_then_exits_zero(running: Running) -> None:
     assert waited.stdout.strip() == "0", waited.stdout
     assert elapsed < GRACE_SECONDS, elapsed
     assert elapsed >= DRAIN_SECONDS * 0.9, elapsed
-    logs = podman.run("logs", running.name).stdout + podman.run("logs", running.name).stderr
-    assert "draining" in logs, logs
+    logs = podman.run("logs", running.name)
+    assert "draining" in logs.stdout + logs.stderr, logs
 
 
 def secrets_in_image(podman: Podman, image: str, known: list[str]) -> list[str]:
