@@ -38,8 +38,8 @@ import httpx
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from tests.redisproc import RedisServer, free_port
-from tests.service_support import APP_ORIGIN
+from tests.support.redisproc import RedisServer, free_port
+from tests.support.service_support import APP_ORIGIN
 from ticketd import TicketVerifier
 from ticketd.sessions import issue_session_cookie
 

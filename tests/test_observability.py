@@ -34,8 +34,8 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.redisproc import RedisServer, free_port
-from tests.service_support import APP_ORIGIN, SECRET, SERVICE_KEY, cookie_for
+from tests.support.redisproc import RedisServer, free_port
+from tests.support.service_support import APP_ORIGIN, SECRET, SERVICE_KEY, cookie_for
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "deploy" / "grafana" / "ticketd.json"
