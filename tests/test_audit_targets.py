@@ -102,10 +102,10 @@ def assert_all_pass(code: int, report: dict[str, Any], *, may_skip: set[str]) ->
 
 @contextmanager
 def sockets(
-    process_requests: list[Callable[[ServerConnection, Request], Any]],
+    hooks: list[Callable[[ServerConnection, Request, Response | None], Any]],
     verifiers: list[TicketVerifier],
 ) -> Iterator[list[str]]:
-    """websockets servers on loopback, one per ``process_request`` hook; yields their URLs.
+    """websockets servers on loopback, one per ``process_response`` hook; yields their URLs.
 
     The ``verifiers`` are used (and closed) on the servers' event loop only.
     """
@@ -117,13 +117,13 @@ def sockets(
         await connection.wait_closed()
 
     async def start() -> None:
-        for hook in process_requests:
+        for hook in hooks:
             servers.append(
                 await serve(
                     handler,
                     "127.0.0.1",
                     0,
-                    process_request=hook,
+                    process_response=hook,
                     select_subprotocol=select_subprotocol,
                 )
             )
@@ -316,14 +316,16 @@ def test_prefix_match_origin_check_is_flagged(redis_url: str) -> None:
     verifier = TicketVerifier.from_url(redis_url, audience="chat")
     redeem = ticket_auth(verifier)
 
-    async def prefix_checked(connection: ServerConnection, request: Request) -> Response | None:
+    async def prefix_checked(
+        connection: ServerConnection, request: Request, response: Response | None = None
+    ) -> Response | None:
         # The mistake: a startswith() check, then the redeem trusts it with the allowed origin.
         origin = request.headers.get("Origin") or ""
         if not origin.startswith(APP_ORIGIN):
             return connection.respond(403, "forbidden\n")
         del request.headers["Origin"]
         request.headers["Origin"] = APP_ORIGIN
-        return await redeem(connection, request)
+        return await redeem(connection, request, response)
 
     with (
         running_service(make_settings(redis_url)) as base,

@@ -212,7 +212,7 @@ def real_ticketd() -> Any:
                     await serve(
                         handler,
                         sock=sock,
-                        process_request=ticket_auth(verifier, audience=audience),
+                        process_response=ticket_auth(verifier, audience=audience),
                         select_subprotocol=select_subprotocol,
                     )
                 )
