@@ -23,6 +23,7 @@ EXPECTED = {
     Reason.AUDIENCE_MISMATCH: ("audience_mismatch", 403),
     Reason.IP_MISMATCH: ("ip_mismatch", 403),
     Reason.BAD_HANDSHAKE: ("bad_handshake", 400),
+    Reason.REVOKED: ("revoked", 403),
 }
 
 

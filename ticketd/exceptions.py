@@ -48,6 +48,8 @@ class Reason(enum.StrEnum):
     """The ticket is bound to another client address."""
     BAD_HANDSHAKE = "bad_handshake"
     """The request is not a WebSocket upgrade; the ticket is left untouched."""
+    REVOKED = "revoked"
+    """The subject, session or connection was revoked (``docs/PROTOCOL.md`` section 6)."""
 
 
 REJECTION_STATUS: dict[Reason, int] = {
@@ -59,6 +61,7 @@ REJECTION_STATUS: dict[Reason, int] = {
     Reason.ORIGIN_MISMATCH: 403,
     Reason.AUDIENCE_MISMATCH: 403,
     Reason.IP_MISMATCH: 403,
+    Reason.REVOKED: 403,
 }
 """HTTP status for each reason: 401 = no usable ticket, 403 = a ticket, not for you."""
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .origins import canonical_origin
+from .revocation import SessionRef
 from .store import TicketStore
 from .tickets import Claims, JSONValue, Subject, encode_record, new_ticket, ticket_key
 
@@ -116,8 +117,12 @@ class TicketIssuer:
         ttl: float | None = None,
         extra: Mapping[str, JSONValue] | None = None,
         client_ip: str | None = None,
+        session: SessionRef | None = None,
     ) -> PreparedTicket:
         """Validate the bindings and build a ticket and its record, without storing it.
+
+        ``session`` (the login the ticket is minted from) makes the record a v2
+        record that revocation checks (:mod:`ticketd.revocation`).
 
         Raises ``ValueError``/``TypeError`` (including
         :class:`~ticketd.exceptions.InvalidOrigin`) for bad arguments.
@@ -134,6 +139,9 @@ class TicketIssuer:
             expires_at=round(now + ttl, 3),
             client_ip=client_ip,
             extra=validate_extra(extra),
+            session=session.session if session else None,
+            auth_at=session.auth_at if session else None,
+            session_expires_at=session.expires_at if session else None,
         )
         ticket = new_ticket()
         return PreparedTicket(
@@ -152,6 +160,7 @@ class TicketIssuer:
         ttl: float | None = None,
         extra: Mapping[str, JSONValue] | None = None,
         client_ip: str | None = None,
+        session: SessionRef | None = None,
     ) -> IssuedTicket:
         """Create and store a ticket bound to ``subject``, ``origin`` and ``audience``.
 
@@ -161,7 +170,13 @@ class TicketIssuer:
         record could not be stored — the ticket is then never returned.
         """
         prepared = self.prepare(
-            subject, origin=origin, audience=audience, ttl=ttl, extra=extra, client_ip=client_ip
+            subject,
+            origin=origin,
+            audience=audience,
+            ttl=ttl,
+            extra=extra,
+            client_ip=client_ip,
+            session=session,
         )
         await self.store.put(prepared.key, prepared.record, prepared.ttl_ms)
         return prepared.issued

@@ -44,9 +44,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeAlias
 
 from ..handshake import QUERY_PARAMETER
+from ..liveness import RevocationWatch
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, admit, is_ticket_subprotocol
+from ._live import LIVE_KEY, AsgiLive, hold
 
 __all__ = [
     "CLAIMS_KEY",
@@ -73,23 +75,36 @@ STATE_KEY = "ticket_claims"
 class TicketMiddleware:
     """Refuse ``websocket`` scopes without a valid ticket; pass the claims on in the scope.
 
-    ::
+    With ``watch`` (a :class:`~ticketd.liveness.RevocationWatch`) a revoked ticket is
+    refused (403) and a later revocation closes the socket with 4403::
 
-        app = TicketMiddleware(app, verifier=verifier, audience="chat")
+        app = TicketMiddleware(app, verifier=verifier, audience="chat", watch=watch)
     """
 
     def __init__(
-        self, app: ASGIApp, verifier: TicketVerifier, *, audience: str | None = None
+        self,
+        app: ASGIApp,
+        verifier: TicketVerifier,
+        *,
+        audience: str | None = None,
+        watch: RevocationWatch | None = None,
     ) -> None:
         self.app = app
         self.verifier = verifier
         self.audience = audience
+        self.watch = watch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
         outcome = await check_scope(self.verifier, scope, audience=self.audience)
+        if self.watch is not None:  # after the handshake: revocation (ticketd.liveness)
+            live = AsgiLive(self.watch, receive, send)
+            outcome = await hold(self.watch, outcome, live.attach)
+            if isinstance(outcome, Admitted):
+                await live.run(self.app, {**admitted_scope(scope, outcome), LIVE_KEY: live.entry})
+                return
         if isinstance(outcome, Denied):
             await deny(scope, receive, send, outcome)
             return

@@ -30,6 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "ticketd.integrations.channels needs channels: pip install 'ticketd[channels]'"
     ) from exc
 
+from ..liveness import RevocationWatch
 from ..verifier import TicketVerifier
 from .asgi import ASGIApp, TicketMiddleware, claims_from_scope, ticket_subprotocol
 
@@ -44,12 +45,16 @@ TicketAuthMiddleware = TicketMiddleware
 
 
 def TicketAuthMiddlewareStack(
-    inner: ASGIApp, verifier: TicketVerifier, *, audience: str | None = None
+    inner: ASGIApp,
+    verifier: TicketVerifier,
+    *,
+    audience: str | None = None,
+    watch: RevocationWatch | None = None,
 ) -> TicketMiddleware:
     """The middleware stack for Channels WebSocket routes (a ticket check, no cookie auth).
 
-    ::
+    ``watch`` closes revoked sockets with 4403 (:class:`~ticketd.liveness.RevocationWatch`)::
 
-        TicketAuthMiddlewareStack(URLRouter(websocket_urlpatterns), verifier, audience="chat")
+        TicketAuthMiddlewareStack(URLRouter(websocket_urlpatterns), verifier, watch=watch)
     """
-    return TicketMiddleware(inner, verifier, audience=audience)
+    return TicketMiddleware(inner, verifier, audience=audience, watch=watch)

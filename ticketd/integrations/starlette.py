@@ -36,9 +36,11 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "ticketd.integrations.starlette needs starlette: pip install 'ticketd[server]'"
     ) from exc
 
+from ..liveness import RevocationWatch
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Denied
+from ._live import hold, starlette_closer
 from .asgi import CLAIMS_KEY, STATE_KEY, SUBPROTOCOL_KEY, check_scope
 
 __all__ = ["TicketDenied", "install", "require_ticket", "ticket_denied_handler"]
@@ -53,18 +55,23 @@ class TicketDenied(WebSocketException):
 
 
 def require_ticket(
-    verifier: TicketVerifier, *, audience: str | None = None
+    verifier: TicketVerifier,
+    *,
+    audience: str | None = None,
+    watch: RevocationWatch | None = None,
 ) -> Callable[[WebSocket], Awaitable[Claims]]:
     """A dependency returning the claims of the handshake's ticket (redeemed on call).
 
     It also fills ``scope["ticketd.claims"]`` and ``scope["ticketd.subprotocol"]``
-    like :class:`~ticketd.integrations.asgi.TicketMiddleware`::
+    like :class:`~ticketd.integrations.asgi.TicketMiddleware`. With ``watch`` a revoked
+    ticket is refused (403) and a later revocation closes the socket with 4403::
 
         async def chat(websocket: WebSocket, claims: Claims = Depends(require_ticket(v))): ...
     """
 
     async def ticket_claims(websocket: WebSocket) -> Claims:
         outcome = await check_scope(verifier, websocket.scope, audience=audience)
+        outcome = await hold(watch, outcome, starlette_closer(websocket))
         if isinstance(outcome, Denied):
             raise TicketDenied(outcome)
         websocket.scope[CLAIMS_KEY] = outcome.claims

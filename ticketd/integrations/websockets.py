@@ -42,9 +42,11 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from ..handshake import SUBPROTOCOL, PresentedTicket
+from ..liveness import RevocationWatch
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, is_ticket_subprotocol, present, redeem
+from ._live import hold, websockets_closer
 
 __all__ = ["CLAIMS_ATTRIBUTE", "claims_of", "select_subprotocol", "ticket_auth"]
 
@@ -66,16 +68,22 @@ class _Connection(Protocol):
 
 
 def ticket_auth(
-    verifier: TicketVerifier, *, audience: str | None = None
+    verifier: TicketVerifier,
+    *,
+    audience: str | None = None,
+    watch: RevocationWatch | None = None,
 ) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
     """Build a ``process_request`` hook that redeems the handshake's ticket.
 
     On success the claims are on the connection (:func:`claims_of`) and ``None``
     is returned so websockets completes the handshake; otherwise an HTTP response
     (400/401/403/503, body ``ticket rejected``) is returned instead of 101.
-    ``audience`` overrides the verifier's expected audience. ::
+    ``audience`` overrides the verifier's expected audience. With ``watch`` (a
+    :class:`~ticketd.liveness.RevocationWatch`), the connection is registered and
+    the revocation state checked before 101 (403 ``revoked``), and a later
+    revocation closes it with 4403. ::
 
-        serve(handler, process_request=ticket_auth(verifier, audience="chat"),
+        serve(handler, process_request=ticket_auth(verifier, audience="chat", watch=watch),
               select_subprotocol=select_subprotocol)
     """
 
@@ -90,6 +98,8 @@ def ticket_auth(
             audience=audience,
             client_ip=peer_ip(connection),
         )
+        if watch is not None:  # after the handshake: revocation (ticketd.liveness)
+            outcome = await hold(watch, outcome, websockets_closer(watch, connection))
         return finish(connection, outcome)
 
     return process_request

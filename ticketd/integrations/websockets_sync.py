@@ -28,21 +28,26 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from ..handshake import PresentedTicket
+from ..liveness import BlockingRevocationWatch
 from ..verifier import BlockingTicketVerifier
 from ._common import redeem_blocking
+from ._live import hold_blocking, websockets_sync_closer
 from .websockets import check_before_redeem, claims_of, finish, peer_ip, select_subprotocol
 
 __all__ = ["claims_of", "select_subprotocol", "ticket_auth"]
 
 
 def ticket_auth(
-    verifier: BlockingTicketVerifier, *, audience: str | None = None
+    verifier: BlockingTicketVerifier,
+    *,
+    audience: str | None = None,
+    watch: BlockingRevocationWatch | None = None,
 ) -> Callable[[ServerConnection, Request], Response | None]:
     """Build a blocking ``process_request`` hook; the sync twin of the asyncio ``ticket_auth``.
 
-    ::
+    ``watch`` is a :class:`~ticketd.liveness.BlockingRevocationWatch`. ::
 
-        serve(handler, process_request=ticket_auth(blocking_verifier),
+        serve(handler, process_request=ticket_auth(blocking_verifier, watch=watch),
               select_subprotocol=select_subprotocol)
     """
 
@@ -57,6 +62,8 @@ def ticket_auth(
             audience=audience,
             client_ip=peer_ip(connection),
         )
+        if watch is not None:  # after the handshake: revocation (ticketd.liveness)
+            outcome = hold_blocking(watch, outcome, websockets_sync_closer(connection))
         return finish(connection, outcome)
 
     return process_request

@@ -15,6 +15,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from ..exceptions import StoreUnavailable, TicketRejected
+from ..revocation import target_of
+from ..revoker import check_revoked
+from ..tickets import Claims
 from .runtime import Service, is_json
 from .schemas import RedeemRequest
 
@@ -30,6 +33,19 @@ def _service_key_ok(service: Service, request: Request) -> bool:
     # Compare against every key, in constant time each, without an early exit.
     matches = [hmac.compare_digest(candidate, key) for key in service.service_keys]
     return any(matches)
+
+
+async def _revoked(service: Service, claims: Claims) -> bool:
+    """Step 5 of the redeem (PROTOCOL.md section 4): the revocation state. Fails closed."""
+    try:
+        return await check_revoked(
+            service.store.client,
+            service.settings.key_prefix,
+            target_of(claims),
+            deadline=service.settings.store_deadline,
+        )
+    except StoreUnavailable:
+        return True
 
 
 async def redeem(service: Service, request: Request) -> Response:
@@ -90,5 +106,8 @@ async def _redeem(service: Service, request: Request) -> Response:
             detail=f"why={exc}",
             headers={"Retry-After": "1"},
         )
+    if await _revoked(service, claims):
+        service.metrics.redemptions.labels("revoked", "http").inc()
+        return service.refuse("revoked", rid, where="redeem")
     service.metrics.redemptions.labels("ok", "http").inc()
     return JSONResponse(claims.as_dict(), headers={"Cache-Control": "no-store"})
