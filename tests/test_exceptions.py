@@ -29,7 +29,7 @@ EXPECTED = {
 
 def test_reason_set_is_pinned() -> None:
     assert set(Reason) == set(EXPECTED)
-    assert len(Reason) == 8
+    assert len(Reason) == 9
 
 
 def test_rejection_status_covers_every_reason_and_nothing_else() -> None:

@@ -258,7 +258,8 @@ class RevocationWatch:
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stale_closed = False
-        self._block_ms = max(10, min(1000, int(_socket_timeout(self.feed_client) * 500)))
+        self._stopping = False
+        self._block_ms = int(max(10.0, min(1000.0, _socket_timeout(self.feed_client) * 500)))
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -275,9 +276,13 @@ class RevocationWatch:
 
     async def aclose(self) -> None:
         tasks, self._tasks = self._tasks, []
+        self._stopping = True
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Some clients (fakeredis) finish a blocking read before seeing the cancel.
+            await asyncio.wait(tasks, timeout=self._block_ms / 1000 + 1)
+        self._stopping = False
 
     async def __aenter__(self) -> RevocationWatch:
         self.start()
@@ -384,11 +389,16 @@ class RevocationWatch:
             info = await self.feed_client.xinfo_stream(stream_key(self.key_prefix))
         except ResponseError:  # no such key: gone (deleted) if we had read from it
             return last_id != "0-0"
+        seen = _stream_id(last_id)
         deleted = info.get("max-deleted-entry-id")
-        if deleted is not None:
-            return _stream_id(deleted) > _stream_id(last_id)
+        if deleted is not None and _stream_id(deleted) > seen:
+            return True
         first = info.get("first-entry")
-        return bool(first) and _stream_id(first[0]) > _stream_id(last_id)
+        if first:  # the oldest entry left is newer than what we saw: some may be gone
+            return _stream_id(first[0]) > seen
+        # Empty: anything added after what we saw was trimmed away.
+        generated = info.get("last-generated-id")
+        return generated is not None and _stream_id(generated) > seen
 
     async def _read(self, last_id: str) -> list[Any]:
         reply = await self.feed_client.xread(
@@ -402,7 +412,7 @@ class RevocationWatch:
     async def _feed(self) -> None:
         pause = 0.05
         check_gap = False
-        while True:
+        while not self._stopping:
             try:
                 if self.last_id is None:
                     self.last_id = await self._tail_id()
