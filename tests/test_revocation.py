@@ -144,14 +144,15 @@ def test_state_decoding_refuses_garbage() -> None:
     assert decode_state(target, [b"[7,null]", None]) == RevocationState(not_before_ms=7)
     assert decode_state(target, [None, b"123"]).session_revoked
     for garbage in (b"[true,null]", b"{}", b"[1]", b"[1,2]"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="marker"):
             decode_state(target, [garbage, None])
 
 
 def test_record_v2_round_trips_and_v1_stays_v1() -> None:
     c = claims()
     raw = encode_record(c)
-    assert json.loads(raw)[:1] == [2] and len(json.loads(raw)) == 10
+    assert json.loads(raw)[0] == 2
+    assert len(json.loads(raw)) == 10
     assert decode_record(raw) == c
     plain = Claims("u", "https://a.example", "chat", issued_at=1.0, expires_at=2.0)
     assert json.loads(encode_record(plain))[0] == 1
@@ -164,7 +165,7 @@ def test_record_v2_round_trips_and_v1_stays_v1() -> None:
         b'[2,"u","o","a",1,2,null,"s",true,null]',
         b'[3,"u","o","a",1,2,null]',
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="record"):
             decode_record(bad)
 
 
@@ -175,7 +176,8 @@ def test_session_ref_uses_the_id_key_or_the_signing_time() -> None:
     signed = signed_at(cookie)
     stateless = session_ref(payload, cookie, max_age=3600, session_id_key=None)
     assert stateless.session == f"t{signed}"
-    assert stateless.auth_at == signed and stateless.expires_at == signed + 3600
+    assert stateless.auth_at == signed
+    assert stateless.expires_at == signed + 3600
     assert session_ref(payload, cookie, max_age=3600, session_id_key="sid").session == "abc"
     assert session_ref(payload, cookie, max_age=3600, session_id_key="nope").session == f"t{signed}"
 
@@ -222,7 +224,8 @@ async def test_push_closes_matching_connections_only(client: Any) -> None:
         await revoker.revoke("user-1", except_session="s1")
         await asyncio.wait_for(other_device.event.wait(), 5)
         assert other_device.codes == [4403]
-        assert mine.codes == [] and someone_else.codes == []
+        assert mine.codes == []
+        assert someone_else.codes == []
         assert watch.stats.closed == {"push": 1}
         assert len(watch.stats.propagation) == 1
 
@@ -233,7 +236,8 @@ async def test_a_revoked_ticket_is_refused_after_registration(client: Any) -> No
     async with RevocationWatch(client, sweep_interval=60) as watch:
         with pytest.raises(TicketRejected) as refused:
             await watch.admit(claims("user-1"))
-        assert refused.value.reason is Reason.REVOKED and refused.value.status == 403
+        assert refused.value.reason is Reason.REVOKED
+        assert refused.value.status == 403
         assert len(watch.connections) == 0
         await watch.admit(claims("user-2"))  # control: another subject passes
         assert len(watch.connections) == 1
@@ -292,7 +296,7 @@ async def test_a_trimmed_stream_triggers_a_resync(redis_url: str) -> None:
             await client.xtrim(PREFIX + "revocations", maxlen=0)
             await asyncio.sleep(0.3)
             assert closes.codes == []  # control: nothing closed it while the feed was cut
-            await client.execute_command("ACL", "SETUSER", FEED_USER[0], "on")
+            await client.execute_command("ACL", "SETUSER", FEED_USER[0], "on")  # type: ignore[no-untyped-call]
             await asyncio.wait_for(closes.event.wait(), 10)
             assert watch.stats.gaps == 1
             assert watch.stats.closed == {"resync": 1}
