@@ -65,18 +65,27 @@ def ws_server(redis_url: str, *, cluster: bool = False, **options: Any) -> Itera
             process.stdout.close()
 
 
+def fetch(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        text: str = response.read().decode()
+        return text
+
+
 def stats(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as response:
-        data: dict[str, Any] = json.loads(response.read())
-        return data
+    data: dict[str, Any] = json.loads(fetch(port, "/stats"))
+    return data
 
 
-def mint(http: httpx.Client, cookie: str) -> str:
-    response = http.post(
+def mint_response(http: httpx.Client, cookie: str) -> httpx.Response:
+    return http.post(
         "/v1/tickets",
         headers={"Origin": APP_ORIGIN, "Cookie": f"session={cookie}"},
         json={"audience": "chat"},
     )
+
+
+def mint(http: httpx.Client, cookie: str) -> str:
+    response = mint_response(http, cookie)
     assert response.status_code == 201, response.text
     ticket: str = response.json()["ticket"]
     return ticket
@@ -87,12 +96,10 @@ async def open_socket(port: int, ticket: str) -> ClientConnection:
 
 
 async def closed_code(socket: ClientConnection) -> int:
-    try:
+    with pytest.raises(ConnectionClosed) as closed:
         await socket.recv()
-    except ConnectionClosed as exc:
-        assert exc.rcvd is not None
-        return exc.rcvd.code
-    raise AssertionError("the socket received a message instead of closing")
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code
 
 
 def revoke(http: httpx.Client, **body: Any) -> httpx.Response:
@@ -145,9 +152,7 @@ async def test_revocation_closes_every_socket_of_the_user_within_a_second(
             await open_socket(a, held)
         assert refused.value.response.status_code == 403
         # The mint refuses the login from before the revocation, too.
-        again = http.post(
-            "/v1/tickets", headers={"Origin": APP_ORIGIN, "Cookie": f"session={cookie}"}
-        )
+        again = mint_response(http, cookie)
         assert again.status_code == 401
         assert again.json()["code"] == "session_revoked"
         # Control: another user's socket is untouched.
@@ -161,7 +166,7 @@ async def test_revocation_closes_every_socket_of_the_user_within_a_second(
 
 async def test_the_sweep_closes_a_socket_whose_push_was_lost() -> None:
     server = RedisServer().start()
-    admin = server.client()
+    admin: Any = server.client()
     try:
         admin.execute_command(
             "ACL", "SETUSER", FEED_USER, "on", f">{FEED_PASSWORD}", "~*", "&*", "+@all"
@@ -190,8 +195,7 @@ async def test_the_sweep_closes_a_socket_whose_push_was_lost() -> None:
             seen = stats(port)
             assert seen["closed"] == {"sweep": 1}
             assert seen["feed_errors"] >= 1
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                metrics = r.read().decode()
+            metrics = fetch(port, "/metrics")
             assert 'ticketd_revocation_closed_total{cause="sweep"} 1.0' in metrics
             assert "ticketd_revocation_sweep_closed_total 1.0" in metrics
     finally:
