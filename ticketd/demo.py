@@ -5,6 +5,8 @@ One FastAPI app (ticketd's own :func:`~ticketd.service.create_app`) serves
 - ``GET /`` — a demo page (``ticketd/static/demo.html``) using ``/v1/client.js``;
 - ``POST /demo/login`` / ``/demo/logout`` — set or clear a ticketd-format session
   cookie (:func:`~ticketd.sessions.issue_session_cookie`), standing in for your app's login;
+- ``POST /demo/revoke`` — revoke the cookie's login (the page's "Log out" calls it first),
+  which closes its open sockets with 4403 (:mod:`ticketd.liveness`);
 - ``POST /v1/tickets`` — the real mint endpoint;
 - ``/ws`` — a chat WebSocket protected by the verifier, through the Starlette/FastAPI
   dependency (:func:`~ticketd.integrations.starlette.require_ticket`).
@@ -34,10 +36,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from . import Claims, TicketStore, TicketVerifier
 from .integrations.asgi import ticket_subprotocol
 from .integrations.starlette import install, require_ticket
+from .liveness import RevocationWatch
+from .revocation import session_ref
+from .revoker import Revoker
 from .service import create_app
 from .service.logconfig import configure_logging, logging_config
 from .service.settings import build_settings
-from .sessions import issue_session_cookie
+from .sessions import SessionInvalid, cookie_values, issue_session_cookie
 
 __all__ = ["build_demo", "demo_origins", "main"]
 
@@ -68,7 +73,10 @@ def build_demo(host: str, port: int, *, secret: str | None = None) -> FastAPI:
     app = create_app(settings, redis_client=store)
     verifier = TicketVerifier(TicketStore(store), key_prefix=settings.key_prefix, audience=AUDIENCE)
     install(app)  # refusals answer 401/403 before 101 instead of a bare close
-    ticket = require_ticket(verifier)
+    # Revocation: "Log out" revokes this login, which closes its sockets with 4403.
+    watch = RevocationWatch(store, key_prefix=settings.key_prefix)
+    revoker = Revoker(store, key_prefix=settings.key_prefix, ttl=settings.session_max_age)
+    ticket = require_ticket(verifier, watch=watch)
     allowlist = settings.allowlist()
     room: set[WebSocket] = set()
 
@@ -101,6 +109,23 @@ def build_demo(host: str, port: int, *, secret: str | None = None) -> FastAPI:
         response.delete_cookie(settings.session_cookie, httponly=True, samesite="lax")
         return response
 
+    async def revoke(request: Request) -> Response:
+        """Revoke the login of the session cookie (its signing time identifies it)."""
+        if not allowlist.allows(request.headers.get("origin", "")):
+            return JSONResponse({"error": "origin not allowed"}, status_code=403)
+        values = cookie_values(request.headers.getlist("cookie"), settings.session_cookie)
+        sessions = app.state.service.sessions
+        try:
+            (value,) = values
+            subject = sessions.subject_from(value)
+        except (ValueError, SessionInvalid):
+            return JSONResponse({"revoked": False})
+        login = session_ref(
+            sessions.load(value), value, max_age=settings.session_max_age, session_id_key=None
+        )
+        await revoker.revoke(subject, session=login.session, reason="demo logout")
+        return JSONResponse({"revoked": True})
+
     async def broadcast(message: dict[str, str]) -> None:
         for peer in list(room):
             try:
@@ -127,6 +152,7 @@ def build_demo(host: str, port: int, *, secret: str | None = None) -> FastAPI:
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
     app.add_api_route("/demo/login", login, methods=["POST"], include_in_schema=False)
     app.add_api_route("/demo/logout", logout, methods=["POST"], include_in_schema=False)
+    app.add_api_route("/demo/revoke", revoke, methods=["POST"], include_in_schema=False)
     app.add_api_websocket_route("/ws", chat)
     return app
 
