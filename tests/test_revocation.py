@@ -306,14 +306,33 @@ async def test_a_trimmed_stream_triggers_a_resync(redis_url: str) -> None:
         await feed.aclose()
 
 
-async def test_revoke_racing_handshakes_leaves_no_revoked_socket(redis_url: str) -> None:
-    """1,000 interleavings of one revocation and one handshake on a real redis-server."""
+class ReadThenRegister(RevocationWatch):
+    """Negative control: reads the state first and registers after, the wrong order."""
+
+    async def admit(self, claims: Claims) -> LiveConnection:
+        self.start()
+        probe = target_of(claims)
+        if await check_revoked(self.client, self.key_prefix, probe, deadline=self.deadline):
+            raise TicketRejected(Reason.REVOKED)
+        await asyncio.sleep(0.005)  # the window a revocation can slip through
+        return self.connections.add(claims)
+
+
+@pytest.mark.parametrize(
+    ("watch_class", "interleavings"), [(RevocationWatch, 1000), (ReadThenRegister, 200)]
+)
+async def test_revoke_racing_handshakes_leaves_no_revoked_socket(
+    redis_url: str, watch_class: type[RevocationWatch], interleavings: int
+) -> None:
+    """1,000 interleavings of one revocation and one handshake on a real redis-server;
+    the wrong order (read, then register) must leave survivors, or the test proves nothing."""
     client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=2, max_connections=512)
     rng = random.Random(13)
     revoker = Revoker(client, ttl=3600, deadline=10)
     survivors = 0
+    broken = watch_class is not RevocationWatch
     try:
-        async with RevocationWatch(client, sweep_interval=600, deadline=10) as watch:
+        async with watch_class(client, sweep_interval=600, deadline=10) as watch:
             await asyncio.sleep(0.05)
             open_sockets: list[tuple[str, Closes]] = []
 
@@ -329,7 +348,7 @@ async def test_revoke_racing_handshakes_leaves_no_revoked_socket(redis_url: str)
                 await asyncio.sleep(delay)
                 await revoker.revoke(subject)
 
-            for batch in range(40):
+            for batch in range(interleavings // 25):
                 subjects = [f"race-{batch}-{n}" for n in range(25)]
                 work = []
                 for subject in subjects:
@@ -337,14 +356,17 @@ async def test_revoke_racing_handshakes_leaves_no_revoked_socket(redis_url: str)
                     work += [handshake(subject, a), revoke(subject, b)]
                 await asyncio.gather(*work)
             # Every revocation is written; give the feed time to deliver the last events.
-            for _ in range(100):
+            for _ in range(20 if broken else 100):
                 survivors = sum(1 for _, closes in open_sockets if not closes.codes)
                 if not survivors:
                     break
                 await asyncio.sleep(0.05)
             assert len(open_sockets) > 0  # some handshakes won the race and were then closed
-            assert survivors == 0
-            assert watch.stats.closed.get("sweep", 0) == 0  # closed by push, not the backstop
+            if broken:
+                assert survivors > 0
+            else:
+                assert survivors == 0
+                assert watch.stats.closed.get("sweep", 0) == 0  # by the push, not the backstop
     finally:
         await client.aclose()
 

@@ -36,16 +36,15 @@ def _service_key_ok(service: Service, request: Request) -> bool:
 
 
 async def _revoked(service: Service, claims: Claims) -> bool:
-    """Step 5 of the redeem (PROTOCOL.md section 4): the revocation state. Fails closed."""
-    try:
-        return await check_revoked(
-            service.store.client,
-            service.settings.key_prefix,
-            target_of(claims),
-            deadline=service.settings.store_deadline,
-        )
-    except StoreUnavailable:
-        return True
+    """Step 5 of the redeem (PROTOCOL.md section 4): the revocation state.
+
+    Raises :class:`StoreUnavailable` (the caller answers 503: fail closed)."""
+    return await check_revoked(
+        service.store.client,
+        service.settings.key_prefix,
+        target_of(claims),
+        deadline=service.settings.store_deadline,
+    )
 
 
 async def redeem(service: Service, request: Request) -> Response:
@@ -91,6 +90,7 @@ async def _redeem(service: Service, request: Request) -> Response:
             audience=audience,
             client_ip=parsed.client_ip,
         )
+        revoked = await _revoked(service, claims)
     except TicketRejected as exc:
         service.metrics.redemptions.labels(exc.reason.value, "http").inc()
         return service.refuse(
@@ -106,7 +106,7 @@ async def _redeem(service: Service, request: Request) -> Response:
             detail=f"why={exc}",
             headers={"Retry-After": "1"},
         )
-    if await _revoked(service, claims):
+    if revoked:
         service.metrics.redemptions.labels("revoked", "http").inc()
         return service.refuse("revoked", rid, where="redeem")
     service.metrics.redemptions.labels("ok", "http").inc()
