@@ -12,6 +12,7 @@ import fakeredis
 import pytest
 import redis.asyncio
 
+from tests.redisproc import free_port
 from ticketd import Claims, Reason, TicketRejected
 from ticketd.liveness import LiveConnection, RevocationWatch
 from ticketd.revocation import (
@@ -376,3 +377,31 @@ async def test_check_revoked_fails_closed_on_an_unreadable_marker(client: Any) -
     assert not await check_revoked(client, PREFIX, target)
     await client.set(state_keys(PREFIX, target)[0], b"garbage")
     assert await check_revoked(client, PREFIX, target)
+
+
+async def test_a_stale_feed_is_not_ready_and_closes_with_1012_when_asked() -> None:
+    state = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    # The feed points at a port nobody listens on: it never hears from Redis.
+    dead = redis.asyncio.Redis(port=free_port(), socket_connect_timeout=0.1, socket_timeout=0.1)
+    try:
+        async with RevocationWatch(
+            state, feed_client=dead, stale_after=0.3, close_when_stale=True, sweep_interval=60
+        ) as watch:
+            _, closes = await admitted(watch, claims("user-1"))
+            fresh = watch.ready
+            assert fresh  # control: a fresh feed is ready
+            await asyncio.wait_for(closes.event.wait(), 5)
+            assert closes.codes == [1012]
+            assert not watch.ready
+            assert watch.feed_lag > 0.3
+            assert watch.stats.closed == {"stale": 1}
+        async with RevocationWatch(
+            state, feed_client=dead, stale_after=0.3, sweep_interval=60
+        ) as keeping:  # the default policy keeps the sockets
+            _, kept = await admitted(keeping, claims("user-1"))
+            await asyncio.sleep(0.8)
+            assert not keeping.ready
+            assert kept.codes == []
+    finally:
+        await state.aclose()
+        await dead.aclose()
