@@ -143,7 +143,7 @@ class LiveConnections:
     def matching(self, revocation: Revocation) -> list[LiveConnection]:
         with self._lock:
             peers = list(self._by_subject.get(revocation.subject, ()))
-        return [e for e in peers if matches(revocation, e.target)]
+        return [e for e in peers if not e.gone and matches(revocation, e.target)]
 
     def snapshot(self) -> list[LiveConnection]:
         with self._lock:
@@ -469,7 +469,7 @@ class BlockingRevocationWatch:
     """:class:`RevocationWatch` for threaded servers (``websockets.sync``).
 
     The watch runs in its own thread and event loop; ``client_factory`` builds
-    the redis-py asyncio client(s) there, e.g.
+    the redis-py asyncio client(s) there (and :meth:`close` closes them), e.g.
     ``lambda: ticketd.connection.async_client(RedisOptions(url=...))``.
     :meth:`admit` blocks the calling thread for one ``MGET``.
     """
@@ -487,9 +487,13 @@ class BlockingRevocationWatch:
         )
         self._thread.start()
 
+        self._clients: list[Any] = []
+
         async def build() -> RevocationWatch:
             feed = feed_client_factory() if feed_client_factory is not None else None
-            watch = RevocationWatch(client_factory(), feed_client=feed, **options)
+            client = client_factory()
+            self._clients = [c for c in (client, feed) if c is not None]
+            watch = RevocationWatch(client, feed_client=feed, **options)
             watch.start()
             return watch
 
@@ -497,6 +501,13 @@ class BlockingRevocationWatch:
 
     def _run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _shutdown(self) -> None:
+        await self.watch.aclose()
+        for client in self._clients:  # built here, so closed here
+            close = getattr(client, "aclose", None)
+            if close is not None:
+                await close()
 
     def admit(self, claims: Claims) -> LiveConnection:
         """Blocking :meth:`RevocationWatch.admit`."""
@@ -513,7 +524,7 @@ class BlockingRevocationWatch:
     def close(self) -> None:
         if not self._loop.is_running():
             return
-        self._run(self.watch.aclose())
+        self._run(self._shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()
