@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.redisproc import free_port
-from tests.servers import serve_app
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, require_browser
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, require_browser
+from tests.support.redisproc import free_port
+from tests.support.servers import serve_app
 from ticketd.demo import build_demo
 
 pytestmark = pytest.mark.browser
@@ -30,11 +30,18 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
-def status_is(page: Any, text: str) -> None:
-    page.wait_for_function(f"() => document.getElementById('status').textContent === {text!r}")
+START_CLIENT = """async () => {
+  const { connect } = await import("/v1/client.js");
+  window.log = { revoked: 0, errors: [] };
+  window.ctl = connect({
+    mintUrl: "/v1/tickets", socketUrl: "/ws", audience: "chat",
+    onRevoked: () => { window.log.revoked += 1; },
+    onError: (e) => window.log.errors.push({ closeCode: e.closeCode, terminal: e.terminal }),
+  });
+}"""
 
 
-def test_demo_logout_closes_the_socket_and_the_client_stops(chromium: Any) -> None:
+def test_demo_sign_out_closes_the_socket_and_the_client_stops(chromium: Any) -> None:
     port = free_port()
     with serve_app(build_demo("127.0.0.1", port), port=port) as base:
         context = chromium.new_context()
@@ -46,32 +53,30 @@ def test_demo_logout_closes_the_socket_and_the_client_stops(chromium: Any) -> No
                 "request",
                 lambda r: mints.append(r.url) if r.url.endswith("/v1/tickets") else None,
             )
-            closes: list[int] = []
-            page.expose_function("recordClose", lambda code: closes.append(code))
-            page.add_init_script(
-                "const Native = WebSocket; window.WebSocket = class extends Native {"
-                " constructor(...a) { super(...a);"
-                " this.addEventListener('close', (e) => window.recordClose(e.code)); } };"
-            )
             page.goto(base + "/")
             page.wait_for_function("() => window.demoReady === true")
             page.fill("#name", "alice")
             page.click("#login")
             page.wait_for_function(
-                "() => /login: 200/.test(document.getElementById('messages').textContent)"
+                "() => /signed in as alice/.test(document.getElementById('who').textContent)"
             )
-            page.click("#connect")
-            status_is(page, "open")
-            assert len(mints) == 1
+            page.click("#connect")  # the page's own socket
+            page.wait_for_function("() => document.getElementById('status').textContent === 'open'")
+            page.evaluate(START_CLIENT)  # and the reconnecting browser client
+            page.wait_for_function("() => window.ctl.state === 'open'")
+            before = len(mints)
 
             page.click("#logout")
-            status_is(page, "closed")
-            text = page.inner_text("#messages")
-            assert "/demo/revoke: 200" in text
-            assert "logged out: the server closed the socket (4403)" in text
-            assert 4403 in closes
+            page.wait_for_function(
+                "() => document.getElementById('status').textContent === 'closed (4403)'"
+            )
+            page.wait_for_function("() => window.ctl.state === 'closed'")
+            assert "signed out, the login was revoked" in page.inner_text("#timeline")
+            log = page.evaluate("() => window.log")
+            assert log["revoked"] == 1
+            assert log["errors"][-1] == {"closeCode": 4403, "terminal": True}
             page.wait_for_timeout(1500)  # a loop would mint again within this time
-            assert len(mints) <= 2  # the first mint, and at most one re-mint attempt
-            assert page.inner_text("#status") == "closed"
+            assert len(mints) - before <= 1  # at most one re-mint attempt after the 4403
+            assert page.evaluate("() => window.ctl.state") == "closed"
         finally:
             context.close()

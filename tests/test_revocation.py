@@ -12,7 +12,7 @@ import fakeredis
 import pytest
 import redis.asyncio
 
-from tests.redisproc import free_port
+from tests.support.redisproc import free_port
 from ticketd import Claims, Reason, TicketRejected
 from ticketd.liveness import LiveConnection, RevocationWatch
 from ticketd.revocation import (

@@ -24,9 +24,9 @@ from websockets.sync.server import ServerConnection as SyncConnection
 from websockets.sync.server import serve as serve_sync
 from websockets.typing import Origin
 
-from tests.redisproc import free_port
-from tests.test_integrations_asgi import uvicorn_server
-from tests.test_integrations_common import ORIGIN, PREFIX, TicketEnv, ticket_env
+from tests.support.adapters import ORIGIN, PREFIX, TicketEnv, ticket_env
+from tests.support.apps import uvicorn_server
+from tests.support.redisproc import free_port
 from ticketd import BlockingTicketVerifier, Claims
 from ticketd.integrations import websockets as ws_adapter
 from ticketd.integrations import websockets_sync

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.test_cli import SECRET, environment
+from tests.support.cookies import KEY as SECRET
+from tests.support.processes import environment
 from ticketd.revocation import session_hash, subject_id
 
 pytestmark = pytest.mark.redis

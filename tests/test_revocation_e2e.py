@@ -27,9 +27,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
-from tests.redis_topologies import ClusterTopology, redis_cluster
-from tests.redisproc import RedisServer, free_port
-from tests.service_support import (
+from tests.support.redis_topologies import ClusterTopology, redis_cluster
+from tests.support.redisproc import RedisServer, free_port
+from tests.support.service_support import (
     APP_ORIGIN,
     SERVICE_KEY,
     cookie_for,

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import redis
 
-from tests.service_support import (
+from tests.support.service_support import (
     APP_ORIGIN,
     SECRET,
     SERVICE_KEY,

@@ -61,7 +61,7 @@ __all__ = [
     "WatchStats",
 ]
 
-logger = logging.getLogger("ticketd.revocation")
+_logger = logging.getLogger("ticketd.revocation")
 
 REVOKED_CLOSE_CODE = 4403
 STALE_CLOSE_CODE = 1012
@@ -336,7 +336,7 @@ class RevocationWatch:
             return False
         self.stats.closed[cause] = self.stats.closed.get(cause, 0) + 1
         self.observer.closed(cause)
-        logger.info(
+        _logger.info(
             "connection closed code=%d cause=%s subject=%s", code, cause, entry.target.subject[:8]
         )
         return True
@@ -420,7 +420,7 @@ class RevocationWatch:
                     if await self._trimmed_past(self.last_id):
                         self.stats.gaps += 1
                         self.observer.gap()
-                        logger.warning("revocation stream trimmed past the last id seen: resync")
+                        _logger.warning("revocation stream trimmed past the last id seen: resync")
                         await self.sweep("resync")
                     check_gap = False
                 entries = await self._read(self.last_id)
@@ -429,7 +429,7 @@ class RevocationWatch:
             except _FEED_ERRORS as exc:
                 self.stats.feed_errors += 1
                 self.observer.feed_error()
-                logger.warning("revocation feed read failed: %s", type(exc).__name__)
+                _logger.warning("revocation feed read failed: %s", type(exc).__name__)
                 check_gap = True
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
@@ -454,7 +454,7 @@ class RevocationWatch:
             if lag > self.stale_after:
                 if self.close_when_stale and not self._stale_closed:
                     self._stale_closed = True
-                    logger.warning("revocation feed stale for %.1fs: closing with 1012", lag)
+                    _logger.warning("revocation feed stale for %.1fs: closing with 1012", lag)
                     for entry in self.connections.snapshot():
                         self._close(entry, "stale", STALE_CLOSE_CODE)
             else:

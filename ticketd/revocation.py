@@ -45,6 +45,7 @@ __all__ = [
     "matches",
     "session_hash",
     "session_ref",
+    "signed_at",
     "state_keys",
     "state_value",
     "stream_key",
@@ -53,7 +54,6 @@ __all__ = [
 ]
 
 Kind = Literal["subject", "session", "connection"]
-KINDS: tuple[Kind, ...] = ("subject", "session", "connection")
 
 EVENT_VERSION = "1"
 STREAM_MAXLEN = 10_000

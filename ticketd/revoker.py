@@ -28,7 +28,7 @@ from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError
 
-from .exceptions import StoreUnavailable
+from .exceptions import StoreOperation, StoreUnavailable
 from .issuer import DEFAULT_KEY_PREFIX
 from .revocation import (
     STREAM_MAXLEN,
@@ -43,9 +43,9 @@ from .revocation import (
 )
 from .tickets import Subject
 
-__all__ = ["BlockingRevoker", "Revoker", "check_revoked", "check_revoked_blocking"]
+__all__ = ["DEFAULT_TTL", "BlockingRevoker", "Revoker", "check_revoked", "check_revoked_blocking"]
 
-logger = logging.getLogger("ticketd.revocation")
+_logger = logging.getLogger("ticketd.revocation")
 
 DEFAULT_TTL = 14 * 24 * 3600.0
 """Seconds a marker lives: set it to the session max age (a longer session outlives it)."""
@@ -91,7 +91,7 @@ class _RevokerBase:
         )
 
     def _log(self, revocation: Revocation, reason: str | None) -> None:
-        logger.info(
+        _logger.info(
             "revoked kind=%s subject=%s reason=%s",
             revocation.kind,
             revocation.subject[:8],
@@ -151,7 +151,7 @@ class Revoker(_RevokerBase):
                     pipe.execute_command(*xadd_command)
                     await pipe.execute()
         except _ERRORS as exc:
-            raise StoreUnavailable(f"revoke failed: {type(exc).__name__}") from exc
+            raise StoreUnavailable.from_error(StoreOperation.REVOKE, exc) from exc
         self._log(revocation, reason)
         return revocation
 
@@ -193,7 +193,7 @@ class BlockingRevoker(_RevokerBase):
                 pipe.execute_command(*xadd_command)
                 pipe.execute()
         except _BLOCKING_ERRORS as exc:
-            raise StoreUnavailable(f"revoke failed: {type(exc).__name__}") from exc
+            raise StoreUnavailable.from_error(StoreOperation.REVOKE, exc) from exc
         self._log(revocation, reason)
         return revocation
 
@@ -202,7 +202,7 @@ def _decide(target: Target, values: Any) -> bool:
     try:
         return is_revoked(decode_state(target, values), target)
     except (ValueError, TypeError):
-        logger.error(
+        _logger.error(
             "revocation marker unreadable subject=%s: treated as revoked", target.subject[:8]
         )
         return True
@@ -216,7 +216,7 @@ async def check_revoked(
         async with asyncio.timeout(deadline):
             values = await client.execute_command("MGET", *state_keys(key_prefix, target))
     except _ERRORS as exc:
-        raise StoreUnavailable(f"revocation check failed: {type(exc).__name__}") from exc
+        raise StoreUnavailable.from_error(StoreOperation.REVOCATION_CHECK, exc) from exc
     return _decide(target, values)
 
 
@@ -225,5 +225,5 @@ def check_revoked_blocking(client: Any, key_prefix: str, target: Target) -> bool
     try:
         values = client.execute_command("MGET", *state_keys(key_prefix, target))
     except _BLOCKING_ERRORS as exc:
-        raise StoreUnavailable(f"revocation check failed: {type(exc).__name__}") from exc
+        raise StoreUnavailable.from_error(StoreOperation.REVOCATION_CHECK, exc) from exc
     return _decide(target, values)

@@ -40,7 +40,7 @@ __all__ = [
     "websockets_sync_closer",
 ]
 
-logger = logging.getLogger("ticketd.integrations")
+_logger = logging.getLogger("ticketd.integrations")
 
 LIVE_ATTRIBUTE = "ticketd_connection"
 """websockets: ``connection.ticketd_connection``, the :class:`~ticketd.liveness.LiveConnection`."""
@@ -68,12 +68,12 @@ def _threadsafe(
 
 
 def _revoked(exc: TicketRejected) -> Denied:
-    logger.info("websocket handshake refused reason=%s", exc.reason.value)
+    _logger.info("websocket handshake refused reason=%s", exc.reason.value)
     return Denied(status=REJECTION_STATUS[exc.reason], reason=exc.reason)
 
 
 def _unavailable() -> Denied:
-    logger.warning("websocket handshake refused: revocation state unavailable")
+    _logger.warning("websocket handshake refused: revocation state unavailable")
     return Denied(
         status=UNAVAILABLE_STATUS,
         reason=None,
@@ -235,7 +235,7 @@ def starlette_closer(websocket: Any) -> Callable[[LiveConnection], None]:
 
 # -- ASGI middleware -----------------------------------------------------------------
 
-Message = MutableMapping[str, Any]
+_Message = MutableMapping[str, Any]
 
 
 class AsgiLive:
@@ -250,8 +250,8 @@ class AsgiLive:
     def __init__(
         self,
         watch: RevocationWatch,
-        receive: Callable[[], Awaitable[Message]],
-        send: Callable[[Message], Awaitable[None]],
+        receive: Callable[[], Awaitable[_Message]],
+        send: Callable[[_Message], Awaitable[None]],
     ) -> None:
         self.watch = watch
         self._receive, self._send = receive, send
@@ -260,7 +260,7 @@ class AsgiLive:
         self._ended = False
         self._close: tuple[int, str] | None = None
         self._closed = asyncio.Event()
-        self._pending: asyncio.Task[Message] | None = None
+        self._pending: asyncio.Task[_Message] | None = None
         self._app: asyncio.Task[None] | None = None
         self.entry: LiveConnection | None = None
 
@@ -289,7 +289,7 @@ class AsgiLive:
         if self._app is not None and not self._app.done():
             self._app.cancel()
 
-    async def receive(self) -> Message:
+    async def receive(self) -> _Message:
         if self._close is None:
             if self._pending is None:
                 self._pending = asyncio.ensure_future(self._receive())
@@ -304,7 +304,7 @@ class AsgiLive:
         assert self._close is not None
         return {"type": "websocket.disconnect", "code": self._close[0]}
 
-    async def send(self, message: Message) -> None:
+    async def send(self, message: _Message) -> None:
         if self._ended:
             return
         kind = message.get("type")
@@ -317,7 +317,7 @@ class AsgiLive:
                 _spawn(self._send_close())
 
     async def run(
-        self, app: Callable[[Message, Any, Any], Awaitable[None]], scope: Message
+        self, app: Callable[[_Message, Any, Any], Awaitable[None]], scope: _Message
     ) -> None:
         """Run the app with the wrapped channels; forget the connection when it returns."""
         self._app = asyncio.current_task()

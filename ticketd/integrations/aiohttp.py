@@ -39,6 +39,7 @@ from typing import Any
 
 from ..handshake import SUBPROTOCOL
 from ..liveness import LiveConnection, RevocationWatch
+from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, admit
@@ -64,14 +65,22 @@ _ERRORS: dict[int, type[web.HTTPException]] = {
 
 
 async def check_ticket(
-    request: web.Request, verifier: TicketVerifier, *, audience: str | None = None
+    request: web.Request,
+    verifier: TicketVerifier,
+    *,
+    audience: str | None = None,
+    redact_logs: bool = True,
 ) -> Claims:
     """Redeem the handshake's ticket, or raise the HTTP error to answer with.
 
     ::
 
         claims = await check_ticket(request, verifier, audience="chat")
+
+    Turns on log redaction (idempotent; a check per call) unless ``redact_logs=False``.
     """
+    if redact_logs:
+        install_redaction()
     outcome = await admit(
         verifier,
         method=request.method,
@@ -96,6 +105,7 @@ async def accept_websocket(
     *,
     watch: RevocationWatch,
     audience: str | None = None,
+    redact_logs: bool = True,
     **options: Any,
 ) -> tuple[Claims, web.WebSocketResponse]:
     """:func:`check_ticket`, then the revocation check, then a prepared WebSocket that a
@@ -104,6 +114,8 @@ async def accept_websocket(
         claims, ws = await accept_websocket(request, verifier, watch=watch)
         async for message in ws: ...
     """
+    if redact_logs:
+        install_redaction()
     outcome = await admit(
         verifier,
         method=request.method,

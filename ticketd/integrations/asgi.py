@@ -45,6 +45,7 @@ from typing import Any, TypeAlias
 
 from ..handshake import QUERY_PARAMETER
 from ..liveness import RevocationWatch
+from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, admit, is_ticket_subprotocol
@@ -54,7 +55,13 @@ __all__ = [
     "CLAIMS_KEY",
     "STATE_KEY",
     "SUBPROTOCOL_KEY",
+    "ASGIApp",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
     "TicketMiddleware",
+    "admitted_scope",
     "check_scope",
     "claims_from_scope",
     "deny",
@@ -87,8 +94,11 @@ class TicketMiddleware:
         verifier: TicketVerifier,
         *,
         audience: str | None = None,
+        redact_logs: bool = True,
         watch: RevocationWatch | None = None,
     ) -> None:
+        if redact_logs:  # the server logs the handshake before the app runs
+            install_redaction()
         self.app = app
         self.verifier = verifier
         self.audience = audience

@@ -49,6 +49,7 @@ def TicketAuthMiddlewareStack(
     verifier: TicketVerifier,
     *,
     audience: str | None = None,
+    redact_logs: bool = True,
     watch: RevocationWatch | None = None,
 ) -> TicketMiddleware:
     """The middleware stack for Channels WebSocket routes (a ticket check, no cookie auth).
@@ -57,4 +58,6 @@ def TicketAuthMiddlewareStack(
 
         TicketAuthMiddlewareStack(URLRouter(websocket_urlpatterns), verifier, watch=watch)
     """
-    return TicketMiddleware(inner, verifier, audience=audience, watch=watch)
+    return TicketMiddleware(
+        inner, verifier, audience=audience, redact_logs=redact_logs, watch=watch
+    )

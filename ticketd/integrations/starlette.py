@@ -37,6 +37,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from ..liveness import RevocationWatch
+from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Denied
@@ -58,6 +59,7 @@ def require_ticket(
     verifier: TicketVerifier,
     *,
     audience: str | None = None,
+    redact_logs: bool = True,
     watch: RevocationWatch | None = None,
 ) -> Callable[[WebSocket], Awaitable[Claims]]:
     """A dependency returning the claims of the handshake's ticket (redeemed on call).
@@ -67,7 +69,11 @@ def require_ticket(
     ticket is refused (403) and a later revocation closes the socket with 4403::
 
         async def chat(websocket: WebSocket, claims: Claims = Depends(require_ticket(v))): ...
+
+    Turns on log redaction unless ``redact_logs=False``.
     """
+    if redact_logs:
+        install_redaction()
 
     async def ticket_claims(websocket: WebSocket) -> Claims:
         outcome = await check_scope(verifier, websocket.scope, audience=audience)

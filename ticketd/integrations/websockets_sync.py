@@ -29,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from ..handshake import PresentedTicket
 from ..liveness import BlockingRevocationWatch
+from ..redaction import install_redaction
 from ..verifier import BlockingTicketVerifier
 from ._common import redeem_blocking
 from ._live import hold_blocking, websockets_sync_closer
@@ -41,6 +42,7 @@ def ticket_auth(
     verifier: BlockingTicketVerifier,
     *,
     audience: str | None = None,
+    redact_logs: bool = True,
     watch: BlockingRevocationWatch | None = None,
 ) -> Callable[[ServerConnection, Request], Response | None]:
     """Build a blocking ``process_request`` hook; the sync twin of the asyncio ``ticket_auth``.
@@ -49,7 +51,11 @@ def ticket_auth(
 
         serve(handler, process_request=ticket_auth(blocking_verifier, watch=watch),
               select_subprotocol=select_subprotocol)
+
+    Turns on log redaction unless ``redact_logs=False``, like the asyncio hook.
     """
+    if redact_logs:
+        install_redaction()
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
         presented = check_before_redeem(connection, request)

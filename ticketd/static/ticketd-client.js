@@ -137,7 +137,10 @@ export function connect(options) {
     } catch (error) {
       if (stopped) return;
       if (error.terminal || revokedOnce) {
-        const final = error.terminal ? error : new TicketdError(error.message, { ...error, terminal: true, closeCode: CLOSE_REVOKED });
+        // After a 4403 the attempt's failure ends it, and says it was a revocation.
+        const final = revokedOnce
+          ? new TicketdError(error.message, { ...error, cause: error, terminal: true, closeCode: CLOSE_REVOKED })
+          : error;
         options.onError?.(final);
         stop(final);
       } else {
