@@ -1,4 +1,4 @@
-"""Headless Chromium: the demo's "Log out" closes the open socket (4403) and the client stops."""
+"""Headless Chromium: the demo's "Sign out" closes the open socket (4403) and the client stops."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ The demo app serves
 - ``GET /`` — the demo page (``ticketd/static/demo.html``), which uses ``/v1/client.js``;
 - ``POST /demo/login`` / ``/demo/logout`` — set or clear a ticketd-format session cookie
   (:func:`~ticketd.sessions.issue_session_cookie`), standing in for your app's login;
-- ``POST /demo/revoke`` — revoke the cookie's login (the page's "Log out" calls it first),
+- ``POST /demo/revoke`` — revoke the cookie's login (the page's "Sign out" calls it first),
   which closes its open sockets with 4403 (:mod:`ticketd.liveness`);
 - ``/ws`` — a chat WebSocket protected by the verifier, through the Starlette/FastAPI
   dependency (:func:`~ticketd.integrations.starlette.require_ticket`);
@@ -168,7 +168,7 @@ def _add_routes(
     attempts: _Attempts,
 ) -> None:
     install(app)  # refusals answer 401/403 before 101 instead of a bare close
-    # Revocation: "Log out" revokes this login, which closes its sockets with 4403.
+    # Revocation: "Sign out" revokes this login, which closes its sockets with 4403.
     watch = RevocationWatch(verifier.store.client, key_prefix=settings.key_prefix)
     revoker = Revoker(
         verifier.store.client, key_prefix=settings.key_prefix, ttl=settings.session_max_age
