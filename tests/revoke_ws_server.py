@@ -2,7 +2,7 @@
 
 ``python -m tests.revoke_ws_server --port P --redis-url URL [--cluster] [--feed-url URL]``
 
-An echo server behind ``ticket_auth(verifier, watch=watch)``; ``GET /stats``
+An echo server behind ``process_response=ticket_auth(verifier, watch=watch)``; ``GET /stats``
 answers the watch's counters as JSON, ``GET /metrics`` its Prometheus metrics.
 Prints ``ready`` on stdout once it listens.
 """
@@ -55,7 +55,14 @@ async def run(args: argparse.Namespace) -> None:
             return connection.respond(200, json.dumps(body))
         if request.path == "/metrics":
             return connection.respond(200, generate_latest(registry).decode())
-        return await check(connection, request)
+        return None
+
+    async def process_response(
+        connection: ServerConnection, request: Request, response: Response
+    ) -> Response | None:
+        if request.path in ("/stats", "/metrics"):
+            return None  # keep the response process_request made
+        return await check(connection, request, response)
 
     async def echo(connection: ServerConnection) -> None:
         try:
@@ -70,6 +77,7 @@ async def run(args: argparse.Namespace) -> None:
         "127.0.0.1",
         args.port,
         process_request=process_request,
+        process_response=process_response,
         select_subprotocol=select_subprotocol,
     ):
         print("ready", flush=True)

@@ -39,10 +39,18 @@ EXPECTED: dict[str, set[str]] = {
     },
     "ticketd.handshake": {
         "HeaderPairs", "PresentedTicket", "QUERY_PARAMETER", "SUBPROTOCOL",
-        "SUBPROTOCOL_TICKET_PREFIX", "Transport", "extract_ticket", "header_values",
+        "SUBPROTOCOL_TICKET_PREFIX", "TICKET_MENTION", "Transport", "extract_ticket",
+        "header_values",
         "is_websocket_upgrade", "request_origin",
     },
+    "ticketd.hosts": {
+        "DUPLICATE_HOST", "HOST_NOT_ALLOWED", "HostAllowlist", "HostPattern", "HostRefusal",
+        "check_host",
+    },
     "ticketd.integrations": set(),
+    "ticketd.integrations._hosts": {
+        "HOST_DENIAL_BODY", "HOST_STATUS", "HostDenied", "allowlist_of", "refuse_host",
+    },
     "ticketd.integrations._common": {
         "Admitted", "DENIAL_BODY", "Denied", "UNAVAILABLE_STATUS", "admit", "admit_blocking",
         "is_ticket_subprotocol", "missing_extra", "present", "redeem", "redeem_blocking",
@@ -57,7 +65,7 @@ EXPECTED: dict[str, set[str]] = {
     "ticketd.integrations.asgi": {
         "ASGIApp", "CLAIMS_KEY", "Message", "Receive", "STATE_KEY", "SUBPROTOCOL_KEY", "Scope",
         "Send", "TicketMiddleware", "admitted_scope", "check_scope", "claims_from_scope", "deny",
-        "ticket_subprotocol",
+        "handshake_headers", "ticket_subprotocol",
     },
     "ticketd.integrations.channels": {
         "TicketAuthMiddleware", "TicketAuthMiddlewareStack", "claims_from_scope",
@@ -67,8 +75,8 @@ EXPECTED: dict[str, set[str]] = {
         "TicketDenied", "install", "require_ticket", "ticket_denied_handler",
     },
     "ticketd.integrations.websockets": {
-        "CLAIMS_ATTRIBUTE", "check_before_redeem", "claims_of", "finish", "peer_ip", "respond",
-        "select_subprotocol", "ticket_auth",
+        "CLAIMS_ATTRIBUTE", "MISPLACED_HOOK", "check_before_redeem", "claims_of", "finish",
+        "peer_ip", "respond", "select_subprotocol", "ticket_auth",
     },
     "ticketd.integrations.websockets_sync": {"claims_of", "select_subprotocol", "ticket_auth"},
     "ticketd.issuer": {
@@ -119,7 +127,8 @@ EXPECTED: dict[str, set[str]] = {
         "MEDIA_TYPE", "PROBLEMS", "PROBLEM_TYPE_BASE", "Problem", "problem_response",
     },
     "ticketd.service.ratelimit": {"LimitPlan", "Limited", "MintLimits", "Rate"},
-    "ticketd.service.redeem": {"redeem"},
+    "ticketd.service.edge": {"RequestGuard", "is_canonical_path"},
+    "ticketd.service.redeem": {"bearer_credential", "redeem"},
     "ticketd.service.revocations": {"is_session_revoked", "revoke"},
     "ticketd.service.redis_url": {"redis_url_problem"},
     "ticketd.service.runtime": {"MAX_BODY_BYTES", "Service", "is_json", "redis_options"},
@@ -128,7 +137,10 @@ EXPECTED: dict[str, set[str]] = {
         "RevocationRequest", "RevocationResponse",
     },
     "ticketd.service.secret_strength": {"MIN_SECRET_BITS", "estimated_bits", "weakness"},
-    "ticketd.service.server": {"DrainingServer"},
+    "ticketd.service.server": {
+        "BoundedH11Protocol", "BoundedHttpToolsProtocol", "DrainingServer", "HTTP_PARSERS",
+        "bounded_http_protocol", "configure_header_limits",
+    },
     "ticketd.service.settings": {
         "CommaList", "ConfigError", "ENV_PREFIX", "MIN_SECRET_BYTES", "PLACEHOLDER_WORDS",
         "Settings", "build_settings", "load_settings",

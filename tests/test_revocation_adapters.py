@@ -60,7 +60,7 @@ async def websockets_server(env: TicketEnv, url: str) -> AsyncIterator[str]:
                 await connection.send(message)
 
         hook = ws_adapter.ticket_auth(env.verifier, watch=watch)
-        async with serve(echo, "127.0.0.1", 0, process_request=hook) as server:
+        async with serve(echo, "127.0.0.1", 0, process_response=hook) as server:
             port = next(iter(server.sockets)).getsockname()[1]
             yield f"ws://127.0.0.1:{port}/"
 
@@ -78,7 +78,7 @@ async def websockets_sync_server(env: TicketEnv, url: str) -> AsyncIterator[str]
 
     port = free_port()
     hook = websockets_sync.ticket_auth(verifier, watch=watch)
-    with serve_sync(echo, "127.0.0.1", port, process_request=hook) as server:
+    with serve_sync(echo, "127.0.0.1", port, process_response=hook) as server:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:

@@ -30,6 +30,9 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "ticketd.integrations.channels needs channels: pip install 'ticketd[channels]'"
     ) from exc
 
+from collections.abc import Iterable
+
+from ..hosts import HostAllowlist
 from ..liveness import RevocationWatch
 from ..verifier import TicketVerifier
 from .asgi import ASGIApp, TicketMiddleware, claims_from_scope, ticket_subprotocol
@@ -49,6 +52,7 @@ def TicketAuthMiddlewareStack(
     verifier: TicketVerifier,
     *,
     audience: str | None = None,
+    allowed_hosts: Iterable[str] | HostAllowlist | None = None,
     redact_logs: bool = True,
     watch: RevocationWatch | None = None,
 ) -> TicketMiddleware:
@@ -59,5 +63,10 @@ def TicketAuthMiddlewareStack(
         TicketAuthMiddlewareStack(URLRouter(websocket_urlpatterns), verifier, watch=watch)
     """
     return TicketMiddleware(
-        inner, verifier, audience=audience, redact_logs=redact_logs, watch=watch
+        inner,
+        verifier,
+        audience=audience,
+        allowed_hosts=allowed_hosts,
+        redact_logs=redact_logs,
+        watch=watch,
     )

@@ -24,7 +24,7 @@ extension when the server supports it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 try:
@@ -36,11 +36,13 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "ticketd.integrations.starlette needs starlette: pip install 'ticketd[server]'"
     ) from exc
 
+from ..hosts import HostAllowlist
 from ..liveness import RevocationWatch
 from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Denied
+from ._hosts import allowlist_of
 from ._live import hold, starlette_closer
 from .asgi import CLAIMS_KEY, STATE_KEY, SUBPROTOCOL_KEY, check_scope
 
@@ -59,14 +61,16 @@ def require_ticket(
     verifier: TicketVerifier,
     *,
     audience: str | None = None,
+    allowed_hosts: Iterable[str] | HostAllowlist | None = None,
     redact_logs: bool = True,
     watch: RevocationWatch | None = None,
 ) -> Callable[[WebSocket], Awaitable[Claims]]:
     """A dependency returning the claims of the handshake's ticket (redeemed on call).
 
     It also fills ``scope["ticketd.claims"]`` and ``scope["ticketd.subprotocol"]``
-    like :class:`~ticketd.integrations.asgi.TicketMiddleware`. With ``watch`` a revoked
-    ticket is refused (403) and a later revocation closes the socket with 4403::
+    like :class:`~ticketd.integrations.asgi.TicketMiddleware`, and takes the same
+    ``allowed_hosts``. With ``watch`` a revoked ticket is refused (403) and a later
+    revocation closes the socket with 4403::
 
         async def chat(websocket: WebSocket, claims: Claims = Depends(require_ticket(v))): ...
 
@@ -74,9 +78,12 @@ def require_ticket(
     """
     if redact_logs:
         install_redaction()
+    hosts = allowlist_of(allowed_hosts)
 
     async def ticket_claims(websocket: WebSocket) -> Claims:
-        outcome = await check_scope(verifier, websocket.scope, audience=audience)
+        outcome = await check_scope(
+            verifier, websocket.scope, audience=audience, allowed_hosts=hosts
+        )
         outcome = await hold(watch, outcome, starlette_closer(websocket))
         if isinstance(outcome, Denied):
             raise TicketDenied(outcome)

@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from .edge import RequestGuard
 from .mint import mint as mint_ticket
 from .mint import preflight as mint_preflight
 from .problems import PROBLEMS, problem_response
@@ -40,9 +41,13 @@ __all__ = ["create_app", "redis_options"]
 _logger = logging.getLogger("ticketd.service")
 
 
+_EVERY_REQUEST = ("duplicate_host", "host_not_allowed")
+"""Problems any route can answer (edge.RequestGuard, before routing)."""
+
+
 def _problem_docs(*codes: str) -> dict[int | str, dict[str, Any]]:
     docs: dict[int | str, dict[str, Any]] = {}
-    for code in codes:
+    for code in (*codes, *_EVERY_REQUEST):
         problem = PROBLEMS[code]
         entry = docs.setdefault(
             problem.status,
@@ -95,8 +100,12 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # A redirect would build its Location from the Host header; and the raw path
+        # must be canonical anyway (RequestGuard), so there is nothing to redirect.
+        redirect_slashes=False,
     )
     app.state.service = service
+    app.add_middleware(RequestGuard, service=service)
 
     mint_body = {
         "content": {"application/json": {"schema": MintRequest.model_json_schema()}},
@@ -139,6 +148,7 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
         openapi_extra={"requestBody": redeem_body, "security": [{"serviceKey": []}]},
         responses=_problem_docs(
             "invalid_service_key",
+            "invalid_authorization",
             "missing",
             "malformed",
             "invalid",
@@ -169,6 +179,7 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
         openapi_extra={"requestBody": revocation_body, "security": [{"serviceKey": []}]},
         responses=_problem_docs(
             "invalid_service_key",
+            "invalid_authorization",
             "invalid_body",
             "revocations_disabled",
             "method_not_allowed",
@@ -177,7 +188,13 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
             "store_unavailable",
         ),
     )
-    app.add_api_route("/livez", service.livez, methods=["GET"], summary="Process is alive")
+    app.add_api_route(
+        "/livez",
+        service.livez,
+        methods=["GET"],
+        summary="Process is alive",
+        responses=_problem_docs(),
+    )
     app.add_api_route(
         "/readyz",
         service.readyz,
@@ -195,7 +212,8 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
             200: {
                 "content": {"text/plain": {"schema": {"type": "string"}}},
                 "description": "Prometheus text exposition format",
-            }
+            },
+            **_problem_docs(),
         },
     )
     app.add_api_route(
@@ -208,7 +226,8 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
             200: {
                 "content": {"text/javascript": {"schema": {"type": "string"}}},
                 "description": "The ES module",
-            }
+            },
+            **_problem_docs(),
         },
     )
 

@@ -20,7 +20,7 @@ from ..exceptions import StoreUnavailable
 from ..revocation import SessionRef, Target, session_hash, subject_id
 from ..revoker import check_revoked
 from ..tickets import Subject
-from .redeem import _service_key_ok
+from .redeem import _service_key_ok, bearer_credential
 from .runtime import Service, is_json
 from .schemas import RevocationRequest
 
@@ -32,7 +32,11 @@ async def revoke(service: Service, request: Request) -> Response:
     rid = service.request_id(request)
     if not service.service_keys:
         return service.refuse("revocations_disabled", rid, where="revoke")
-    if not _service_key_ok(service, request):
+    try:
+        credential = bearer_credential(request.headers.getlist("authorization"))
+    except ValueError as exc:
+        return service.refuse("invalid_authorization", rid, where="revoke", detail=f"why={exc}")
+    if credential is None or not _service_key_ok(service, credential):
         return service.refuse(
             "invalid_service_key",
             rid,

@@ -89,6 +89,7 @@ class Service:
             deadline=settings.store_deadline,
         )
         self.allowlist = settings.allowlist()
+        self.allowed_hosts = settings.host_allowlist()
         self.sessions = SessionVerifier(
             settings.session_format,
             secret=_required(settings.session_secret).get_secret_value(),
