@@ -5,6 +5,7 @@ Targets (ratios, medians over repeats):
   verifier redeem >= 1.0x raw single-command GETDEL at equal concurrency
   memory          <= 160 bytes of Redis memory per outstanding ticket
   handshake       <= 1 ms p99 added to a websockets handshake over loopback Redis
+  revocation      <= 1 s p99 from revoke() to 4403 at the client, two server processes
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import inproc
+from . import inproc, revocation
 from .apps import ORIGIN, SECRET
 from .procs import redis_server, rss_bytes, uvicorn_app, wrk
 
@@ -110,6 +111,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="repeat the throughput runs")
     parser.add_argument("--growth", default="1000,10000,100000,1000000")
     parser.add_argument("--handshakes", type=int, default=1000)
+    parser.add_argument("--revocations", type=int, default=50, help="revocation runs")
     parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
     args = parser.parse_args()
     if args.quick:
@@ -120,6 +122,7 @@ def main() -> int:
             "1000,10000",
             200,
         )
+        args.revocations = 10
 
     report: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -140,6 +143,8 @@ def main() -> int:
         report["growth"] = asyncio.run(inproc.growth(url, sizes, args.ops // 2, 64))
         print(f"  {args.handshakes} websockets handshakes, plain vs ticketd ...", flush=True)
         report["handshake"] = asyncio.run(inproc.ws_handshakes(url, args.handshakes))
+        print(f"  {args.revocations} revocations, 4 sockets on 2 processes each ...", flush=True)
+        report["revocation"] = asyncio.run(revocation.propagation(url, args.revocations))
 
     runs = report["runs"]
     medians = {k: statistics.median(r["ratios"][k] for r in runs) for k in runs[0]["ratios"]}
@@ -190,6 +195,16 @@ def main() -> int:
     added = report["handshake"]["added_p99_ms"]
     rows.append(
         ["handshake p99 added (ms)", f"{added:.3f}", "<= 1.0", "yes" if added <= 1.0 else "NO"]
+    )
+    revoked = report["revocation"]
+    rows.append(
+        [
+            f"revocation propagation p99 (ms, {revoked['closes']} closes; "
+            f"p50 {revoked['p50_ms']:.1f})",
+            f"{revoked['p99_ms']:.1f}",
+            "<= 1000",
+            "yes" if revoked["p99_ms"] <= 1000 else "NO",
+        ]
     )
     print(table(rows))
 

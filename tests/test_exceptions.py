@@ -31,12 +31,13 @@ EXPECTED = {
     Reason.AUDIENCE_MISMATCH: ("audience_mismatch", 403),
     Reason.IP_MISMATCH: ("ip_mismatch", 403),
     Reason.BAD_HANDSHAKE: ("bad_handshake", 400),
+    Reason.REVOKED: ("revoked", 403),
 }
 
 
 def test_reason_set_is_pinned() -> None:
     assert set(Reason) == set(EXPECTED)
-    assert len(Reason) == 8
+    assert len(Reason) == 9
 
 
 def test_rejection_status_covers_every_reason_and_nothing_else() -> None:

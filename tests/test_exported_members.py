@@ -82,7 +82,13 @@ EXPECTED: dict[str, set[str]] = {
         "Admitted", "DENIAL_BODY", "Denied", "UNAVAILABLE_STATUS", "admit", "admit_blocking",
         "is_ticket_subprotocol", "missing_extra", "present", "redeem", "redeem_blocking",
     },
-    "ticketd.integrations.aiohttp": {"CLAIMS_KEY", "PROTOCOLS", "check_ticket"},
+    "ticketd.integrations._live": {
+        "AsgiLive", "LIVE_ATTRIBUTE", "LIVE_KEY", "aiohttp_closer", "hold", "hold_blocking",
+        "starlette_closer", "websockets_closer", "websockets_sync_closer",
+    },
+    "ticketd.integrations.aiohttp": {
+        "CLAIMS_KEY", "LIVE_KEY", "PROTOCOLS", "accept_websocket", "check_ticket",
+    },
     "ticketd.integrations.asgi": {
         "ASGIApp", "CLAIMS_KEY", "Message", "Receive", "STATE_KEY", "SUBPROTOCOL_KEY", "Scope",
         "Send", "TicketMiddleware", "admitted_scope", "check_scope", "claims_from_scope", "deny",
@@ -106,9 +112,23 @@ EXPECTED: dict[str, set[str]] = {
         "PreparedTicket", "TicketIssuer", "validate_audience", "validate_extra",
         "validate_subject",
     },
+    "ticketd.liveness": {
+        "BlockingRevocationWatch", "CLOSE_TIMEOUT", "Closer", "LiveConnection", "LiveConnections",
+        "REVOKED_CLOSE_CODE", "RevocationWatch", "STALE_CLOSE_CODE", "WatchObserver", "WatchStats",
+    },
     "ticketd.origins": {
         "DEFAULT_PORTS", "MAX_ORIGIN_LENGTH", "OriginAllowlist", "OriginPattern",
         "canonical_origin",
+    },
+    "ticketd.revocation": {
+        "CONNECTION_ID", "EVENT_VERSION", "Kind", "Revocation", "RevocationState", "STREAM_MAXLEN",
+        "SessionRef", "Target", "decode_event", "decode_state", "encode_event", "is_revoked",
+        "matches", "session_hash", "session_ref", "signed_at", "state_keys", "state_value",
+        "stream_key", "subject_id", "target_of",
+    },
+    "ticketd.revocation_metrics": {"PROPAGATION_BUCKETS", "PrometheusWatchObserver"},
+    "ticketd.revoker": {
+        "BlockingRevoker", "DEFAULT_TTL", "Revoker", "check_revoked", "check_revoked_blocking",
     },
     "ticketd.redaction": {
         "DEFAULT_LOGGERS", "REDACTED", "TicketRedactionFilter", "install_redaction", "redact",
@@ -136,10 +156,12 @@ EXPECTED: dict[str, set[str]] = {
     "ticketd.service.ratelimit": {"LimitPlan", "Limited", "MintLimits", "Rate"},
     "ticketd.service.edge": {"RequestGuard", "is_canonical_path"},
     "ticketd.service.redeem": {"bearer_credential", "redeem"},
+    "ticketd.service.revocations": {"is_session_revoked", "revoke"},
     "ticketd.service.redis_url": {"redis_url_problem"},
     "ticketd.service.runtime": {"MAX_BODY_BYTES", "Service", "is_json", "redis_options"},
     "ticketd.service.schemas": {
         "ClaimsBody", "MintRequest", "MintResponse", "ProblemBody", "RedeemRequest",
+        "RevocationRequest", "RevocationResponse",
     },
     "ticketd.service.secret_strength": {"MIN_SECRET_BITS", "estimated_bits", "weakness"},
     "ticketd.service.server": {

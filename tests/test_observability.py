@@ -365,13 +365,13 @@ def test_a_query_on_an_unexposed_metric_is_caught(live_metrics: Exposition) -> N
     exprs = {
         "wrong suffix": "rate(ticketd_mints_bucket[5m])",
         "bare histogram": "ticketd_mint_duration_seconds > 1",
-        "not (yet) exposed": 'sum(rate(ticketd_revocations_total{kind="ticket"}[5m]))',
+        "not (yet) exposed": 'sum(rate(ticketd_never_exposed_total{kind="ticket"}[5m]))',
         "fine": "sum(rate(ticketd_mints_total[5m])) and up",
     }
     assert unknown_metrics(exprs, live_metrics.series) == {
         "wrong suffix": {"ticketd_mints_bucket"},
         "bare histogram": {"ticketd_mint_duration_seconds"},
-        "not (yet) exposed": {"ticketd_revocations_total"},
+        "not (yet) exposed": {"ticketd_never_exposed_total"},
     }
 
 

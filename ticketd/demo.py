@@ -5,6 +5,8 @@ The demo app serves
 - ``GET /`` — the demo page (``ticketd/static/demo.html``), which uses ``/v1/client.js``;
 - ``POST /demo/login`` / ``/demo/logout`` — set or clear a ticketd-format session cookie
   (:func:`~ticketd.sessions.issue_session_cookie`), standing in for your app's login;
+- ``POST /demo/revoke`` — revoke the cookie's login (the page's "Sign out" calls it first),
+  which closes its open sockets with 4403 (:mod:`ticketd.liveness`);
 - ``/ws`` — a chat WebSocket protected by the verifier, through the Starlette/FastAPI
   dependency (:func:`~ticketd.integrations.starlette.require_ticket`);
 - ``GET /demo/attempts/{id}`` — how the handshake tagged ``?attempt=id`` ended (101, or the
@@ -44,10 +46,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from . import Claims, TicketStore, TicketVerifier
 from .integrations.asgi import ticket_subprotocol
 from .integrations.starlette import TicketDenied, install, require_ticket
+from .liveness import RevocationWatch
+from .revocation import session_ref
+from .revoker import Revoker
 from .service import Settings, create_app
 from .service.logconfig import configure_logging, logging_config
 from .service.settings import ConfigError, build_settings, load_settings
-from .sessions import issue_session_cookie
+from .sessions import SessionInvalid, SessionVerifier, cookie_values, issue_session_cookie
 
 __all__ = ["AUDIENCE", "FOREIGN_ORIGIN", "build_demo", "demo_origins", "main", "run"]
 
@@ -163,10 +168,21 @@ def _add_routes(
     attempts: _Attempts,
 ) -> None:
     install(app)  # refusals answer 401/403 before 101 instead of a bare close
-    ticket = require_ticket(verifier)
+    # Revocation: "Sign out" revokes this login, which closes its sockets with 4403.
+    watch = RevocationWatch(verifier.store.client, key_prefix=settings.key_prefix)
+    revoker = Revoker(
+        verifier.store.client, key_prefix=settings.key_prefix, ttl=settings.session_max_age
+    )
+    ticket = require_ticket(verifier, watch=watch)
     allowlist = settings.allowlist()
     assert settings.session_secret is not None
     secret = settings.session_secret.get_secret_value()
+    sessions = SessionVerifier(
+        "ticketd",
+        secret=secret,
+        max_age=settings.session_max_age,
+        subject_key=settings.session_subject_key,
+    )
     room: set[WebSocket] = set()
 
     async def page(request: Request) -> Response:
@@ -200,6 +216,22 @@ def _add_routes(
         response = JSONResponse({"user": None})
         response.delete_cookie(settings.session_cookie, httponly=True, samesite="lax")
         return response
+
+    async def revoke(request: Request) -> Response:
+        """Revoke the login of the session cookie (its signing time identifies it)."""
+        if not allowlist.allows(request.headers.get("origin", "")):
+            return JSONResponse({"error": "origin not allowed"}, status_code=403)
+        values = cookie_values(request.headers.getlist("cookie"), settings.session_cookie)
+        try:
+            (value,) = values
+            subject = sessions.subject_from(value)
+        except (ValueError, SessionInvalid):
+            return JSONResponse({"revoked": False})
+        login = session_ref(
+            sessions.load(value), value, max_age=settings.session_max_age, session_id_key=None
+        )
+        await revoker.revoke(subject, session=login.session, reason="demo logout")
+        return JSONResponse({"revoked": True})
 
     async def attempt(request: Request) -> Response:
         found = attempts.seen.get(request.path_params["attempt"])
@@ -259,6 +291,7 @@ def _add_routes(
     app.add_api_route("/demo/logout", logout, methods=["POST"], include_in_schema=False)
     app.add_api_route("/demo/attempts/{attempt}", attempt, methods=["GET"], include_in_schema=False)
     app.add_api_route("/demo/foreign", foreign, methods=["POST"], include_in_schema=False)
+    app.add_api_route("/demo/revoke", revoke, methods=["POST"], include_in_schema=False)
     app.add_api_websocket_route("/ws", chat)
 
 

@@ -70,6 +70,8 @@ class Reason(enum.StrEnum):
     """The ticket is bound to another client address."""
     BAD_HANDSHAKE = "bad_handshake"
     """The request is not a WebSocket upgrade; the ticket is left untouched."""
+    REVOKED = "revoked"
+    """The subject, session or connection was revoked (``docs/PROTOCOL.md`` section 6)."""
 
 
 class Detail(enum.StrEnum):
@@ -96,6 +98,10 @@ class StoreOperation(enum.StrEnum):
     REDEEM = "redeem"
     PING = "ping"
     RATE_LIMIT = "rate_limit"
+    REVOKE = "revoke"
+    """Writing a revocation (:mod:`ticketd.revoker`)."""
+    REVOCATION_CHECK = "revocation_check"
+    """Reading the revocation state of a connection or login."""
 
 
 REJECTION_STATUS: dict[Reason, int] = {
@@ -107,6 +113,7 @@ REJECTION_STATUS: dict[Reason, int] = {
     Reason.ORIGIN_MISMATCH: 403,
     Reason.AUDIENCE_MISMATCH: 403,
     Reason.IP_MISMATCH: 403,
+    Reason.REVOKED: 403,
 }
 """HTTP status for each reason: 401 = no usable ticket, 403 = a ticket, not for you."""
 

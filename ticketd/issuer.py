@@ -15,6 +15,7 @@ from typing import Self, Unpack
 
 from .exceptions import InvalidSubject
 from .origins import canonical_origin
+from .revocation import SessionRef
 from .store import StoreOptions, TicketStore
 from .tickets import Claims, JSONValue, Subject, encode_record, new_ticket, ticket_key
 
@@ -168,8 +169,12 @@ class TicketIssuer:
         ttl: float | None = None,
         extra: Mapping[str, JSONValue] | None = None,
         client_ip: str | None = None,
+        session: SessionRef | None = None,
     ) -> PreparedTicket:
         """Validate the bindings and build a ticket and its record, without storing it.
+
+        ``session`` (the login the ticket is minted from) makes the record a v2
+        record that revocation checks (:mod:`ticketd.revocation`).
 
         Raises ``ValueError`` (:class:`~ticketd.exceptions.InvalidSubject`,
         :class:`~ticketd.exceptions.InvalidOrigin` and others) for bad arguments.
@@ -186,6 +191,9 @@ class TicketIssuer:
             expires_at=round(now + ttl, 3),
             client_ip=client_ip,
             extra=validate_extra(extra),
+            session=session.session if session else None,
+            auth_at=session.auth_at if session else None,
+            session_expires_at=session.expires_at if session else None,
         )
         ticket = new_ticket()
         return PreparedTicket(
@@ -204,6 +212,7 @@ class TicketIssuer:
         ttl: float | None = None,
         extra: Mapping[str, JSONValue] | None = None,
         client_ip: str | None = None,
+        session: SessionRef | None = None,
     ) -> IssuedTicket:
         """Create and store a ticket bound to ``subject``, ``origin`` and ``audience``.
 
@@ -213,7 +222,13 @@ class TicketIssuer:
         record could not be stored — the ticket is then never returned.
         """
         prepared = self.prepare(
-            subject, origin=origin, audience=audience, ttl=ttl, extra=extra, client_ip=client_ip
+            subject,
+            origin=origin,
+            audience=audience,
+            ttl=ttl,
+            extra=extra,
+            client_ip=client_ip,
+            session=session,
         )
         await self.store.put(prepared.key, prepared.record, prepared.ttl_ms)
         return prepared.issued

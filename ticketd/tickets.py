@@ -9,6 +9,12 @@ The record is a compact JSON array (the smallest self-describing form that keeps
 subject types intact), versioned by its first element::
 
     [1, subject, origin, audience, issued_at_ms, expires_at_ms, client_ip|null, extra?]
+    [2, subject, origin, audience, issued_at_ms, expires_at_ms, client_ip|null,
+     session|null, auth_at_ms|null, session_expires_at_ms|null, extra?]
+
+Version 2 carries the login the ticket was minted from (``docs/PROTOCOL.md``
+section 3), which revocation checks; a record without session fields is written
+as version 1, which every verifier reads.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ TICKET_BYTES = 32
 TICKET_LENGTH = 43
 _TICKET = re.compile(r"[A-Za-z0-9_-]{43}")
 _RECORD_VERSION = 1
+_RECORD_VERSION_SESSION = 2
+_RECORD_SHAPES = {(1, 7), (1, 8), (2, 10), (2, 11)}
+"""(version, length) pairs a decoder accepts: the optional last element is ``extra``."""
 _MAX_MILLIS = 2**53
 """Beyond this a record timestamp is garbage (and ``/ 1000`` could raise ``OverflowError``)."""
 
@@ -98,6 +107,12 @@ class Claims:
     expires_at: float
     client_ip: str | None = None
     extra: Mapping[str, JSONValue] = field(default_factory=dict)
+    session: str | None = None
+    """The app session the ticket was minted from (record v2), or ``None``."""
+    auth_at: float | None = None
+    """When that session was signed (the login), seconds since the epoch."""
+    session_expires_at: float | None = None
+    """When that session expires, seconds since the epoch."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping (used by the HTTP redeem endpoint)."""
@@ -109,13 +124,26 @@ class Claims:
             "expires_at": self.expires_at,
             "client_ip": self.client_ip,
             "extra": dict(self.extra),
+            "session": self.session,
+            "auth_at": self.auth_at,
+            "session_expires_at": self.session_expires_at,
         }
 
 
+def _has_session(claims: Claims) -> bool:
+    return not (
+        claims.session is None and claims.auth_at is None and claims.session_expires_at is None
+    )
+
+
+def _optional_millis(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)
+
+
 def encode_record(claims: Claims) -> bytes:
-    """Serialise claims to the stored record."""
+    """Serialise claims to the stored record (v2 when they carry a session, else v1)."""
     item: list[Any] = [
-        _RECORD_VERSION,
+        _RECORD_VERSION_SESSION if _has_session(claims) else _RECORD_VERSION,
         claims.subject,
         claims.origin,
         claims.audience,
@@ -123,6 +151,12 @@ def encode_record(claims: Claims) -> bytes:
         round(claims.expires_at * 1000),
         claims.client_ip,
     ]
+    if _has_session(claims):
+        item += [
+            claims.session,
+            _optional_millis(claims.auth_at),
+            _optional_millis(claims.session_expires_at),
+        ]
     if claims.extra:
         item.append(claims.extra)
     return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -136,12 +170,14 @@ def decode_record(raw: bytes | str) -> Claims:
         raise ValueError("unknown ticket record format") from None
     if (
         not isinstance(item, list)
-        or len(item) not in (7, 8)
+        or not item
         or type(item[0]) is not int  # not isinstance(): JSON true == 1
-        or item[0] != _RECORD_VERSION
+        or (item[0], len(item)) not in _RECORD_SHAPES
     ):
         raise ValueError("unknown ticket record format")
     _, subject, origin, audience, issued_ms, expires_ms, client_ip, *rest = item
+    session, auth_ms, session_expires_ms = rest[:3] if item[0] == 2 else (None, None, None)
+    rest = rest[3:] if item[0] == 2 else rest
     extra = rest[0] if rest else {}
     if (
         not isinstance(subject, str | int)
@@ -152,6 +188,9 @@ def decode_record(raw: bytes | str) -> Claims:
         or not _is_millis(expires_ms)
         or not isinstance(client_ip, str | None)
         or not isinstance(extra, dict)
+        or not isinstance(session, str | None)
+        or not (auth_ms is None or _is_millis(auth_ms))
+        or not (session_expires_ms is None or _is_millis(session_expires_ms))
     ):
         raise ValueError("malformed ticket record")
     return Claims(
@@ -162,6 +201,9 @@ def decode_record(raw: bytes | str) -> Claims:
         expires_at=expires_ms / 1000,
         client_ip=client_ip,
         extra=extra,
+        session=session,
+        auth_at=None if auth_ms is None else auth_ms / 1000,
+        session_expires_at=None if session_expires_ms is None else session_expires_ms / 1000,
     )
 
 

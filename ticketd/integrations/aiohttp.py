@@ -16,6 +16,12 @@ clients using the subprotocol transport get ``ticketd.v1`` back::
         return ws
 
 The claims are also stored as ``request[CLAIMS_KEY]`` for middlewares.
+
+To have revoked sockets closed (4403), open the socket with :func:`accept_websocket`
+and a :class:`~ticketd.liveness.RevocationWatch` instead::
+
+    claims, ws = await accept_websocket(request, verifier, watch=watch)
+
 ``request.remote`` is used as the client address (the peer, unless aiohttp is
 configured to trust forwarding headers).
 """
@@ -30,22 +36,28 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from collections.abc import Iterable
+from typing import Any
 
 from ..handshake import SUBPROTOCOL
 from ..hosts import HostAllowlist
+from ..liveness import LiveConnection, RevocationWatch
 from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
-from ._common import Denied, admit
+from ._common import Admitted, Denied, admit
 from ._hosts import allowlist_of, refuse_host
+from ._live import aiohttp_closer, hold
 
-__all__ = ["CLAIMS_KEY", "PROTOCOLS", "check_ticket"]
+__all__ = ["CLAIMS_KEY", "LIVE_KEY", "PROTOCOLS", "accept_websocket", "check_ticket"]
 
 PROTOCOLS: tuple[str, ...] = (SUBPROTOCOL,)
 """``WebSocketResponse(protocols=PROTOCOLS)``: select ``ticketd.v1``, never the ticket token."""
 
 CLAIMS_KEY = web.RequestKey("ticketd.claims", Claims)
 """``request[CLAIMS_KEY]`` holds the claims once :func:`check_ticket` has succeeded."""
+
+LIVE_KEY = web.RequestKey("ticketd.connection", LiveConnection)
+"""``request[LIVE_KEY]``: the registered connection (its ``id`` is what ``revoke`` takes)."""
 
 _ERRORS: dict[int, type[web.HTTPException]] = {
     400: web.HTTPBadRequest,
@@ -83,7 +95,50 @@ async def check_ticket(
         audience=audience,
         client_ip=request.remote,
     )
+    return _claims(request, outcome)
+
+
+def _claims(request: web.Request, outcome: Admitted | Denied) -> Claims:
     if isinstance(outcome, Denied):
         raise _ERRORS[outcome.status](text=outcome.body, headers=dict(outcome.headers))
     request[CLAIMS_KEY] = outcome.claims
     return outcome.claims
+
+
+async def accept_websocket(
+    request: web.Request,
+    verifier: TicketVerifier,
+    *,
+    watch: RevocationWatch,
+    audience: str | None = None,
+    redact_logs: bool = True,
+    **options: Any,
+) -> tuple[Claims, web.WebSocketResponse]:
+    """:func:`check_ticket`, then the revocation check, then a prepared WebSocket that a
+    later revocation closes with 4403 (``options`` go to ``WebSocketResponse``)::
+
+        claims, ws = await accept_websocket(request, verifier, watch=watch)
+        async for message in ws: ...
+    """
+    if redact_logs:
+        install_redaction()
+    outcome = await admit(
+        verifier,
+        method=request.method,
+        target=request.path_qs,
+        headers=request.raw_headers,
+        audience=audience,
+        client_ip=request.remote,
+    )
+    registered: list[LiveConnection] = []
+    claims = _claims(request, await hold(watch, outcome, registered.append))
+    entry = registered[0]
+    ws = web.WebSocketResponse(protocols=options.pop("protocols", PROTOCOLS), **options)
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        watch.forget(entry)
+        raise
+    request[LIVE_KEY] = entry
+    aiohttp_closer(ws, request.transport)(entry)
+    return claims, ws

@@ -45,11 +45,13 @@ from typing import Any, TypeAlias
 
 from ..handshake import QUERY_PARAMETER
 from ..hosts import HostAllowlist
+from ..liveness import RevocationWatch
 from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, admit, is_ticket_subprotocol
 from ._hosts import allowlist_of, refuse_host
+from ._live import LIVE_KEY, AsgiLive, hold
 
 __all__ = [
     "CLAIMS_KEY",
@@ -85,10 +87,12 @@ class TicketMiddleware:
 
     ``allowed_hosts`` (see :mod:`ticketd.hosts`) also refuses handshakes whose
     ``Host`` is not listed (421) before any ticket is looked at; two ``Host``
-    headers are refused (400) with or without it. ::
+    headers are refused (400) with or without it. With ``watch`` (a
+    :class:`~ticketd.liveness.RevocationWatch`) a revoked ticket is refused (403) and a
+    later revocation closes the socket with 4403. ::
 
         app = TicketMiddleware(app, verifier=verifier, audience="chat",
-                               allowed_hosts=["rt.example.com"])
+                               allowed_hosts=["rt.example.com"], watch=watch)
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class TicketMiddleware:
         audience: str | None = None,
         allowed_hosts: Iterable[str] | HostAllowlist | None = None,
         redact_logs: bool = True,
+        watch: RevocationWatch | None = None,
     ) -> None:
         if redact_logs:  # the server logs the handshake before the app runs
             install_redaction()
@@ -106,6 +111,7 @@ class TicketMiddleware:
         self.verifier = verifier
         self.audience = audience
         self.allowed_hosts = allowlist_of(allowed_hosts)
+        self.watch = watch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -114,6 +120,12 @@ class TicketMiddleware:
         outcome = await check_scope(
             self.verifier, scope, audience=self.audience, allowed_hosts=self.allowed_hosts
         )
+        if self.watch is not None:  # after the handshake: revocation (ticketd.liveness)
+            live = AsgiLive(self.watch, receive, send)
+            outcome = await hold(self.watch, outcome, live.attach)
+            if isinstance(outcome, Admitted):
+                await live.run(self.app, {**admitted_scope(scope, outcome), LIVE_KEY: live.entry})
+                return
         if isinstance(outcome, Denied):
             await deny(scope, receive, send, outcome)
             return

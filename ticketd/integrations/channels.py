@@ -33,6 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 from collections.abc import Iterable
 
 from ..hosts import HostAllowlist
+from ..liveness import RevocationWatch
 from ..verifier import TicketVerifier
 from .asgi import ASGIApp, TicketMiddleware, claims_from_scope, ticket_subprotocol
 
@@ -53,13 +54,19 @@ def TicketAuthMiddlewareStack(
     audience: str | None = None,
     allowed_hosts: Iterable[str] | HostAllowlist | None = None,
     redact_logs: bool = True,
+    watch: RevocationWatch | None = None,
 ) -> TicketMiddleware:
     """The middleware stack for Channels WebSocket routes (a ticket check, no cookie auth).
 
-    ::
+    ``watch`` closes revoked sockets with 4403 (:class:`~ticketd.liveness.RevocationWatch`)::
 
-        TicketAuthMiddlewareStack(URLRouter(websocket_urlpatterns), verifier, audience="chat")
+        TicketAuthMiddlewareStack(URLRouter(websocket_urlpatterns), verifier, watch=watch)
     """
     return TicketMiddleware(
-        inner, verifier, audience=audience, allowed_hosts=allowed_hosts, redact_logs=redact_logs
+        inner,
+        verifier,
+        audience=audience,
+        allowed_hosts=allowed_hosts,
+        redact_logs=redact_logs,
+        watch=watch,
     )

@@ -37,11 +37,13 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from ..hosts import HostAllowlist
+from ..liveness import RevocationWatch
 from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Denied
 from ._hosts import allowlist_of
+from ._live import hold, starlette_closer
 from .asgi import CLAIMS_KEY, STATE_KEY, SUBPROTOCOL_KEY, check_scope
 
 __all__ = ["TicketDenied", "install", "require_ticket", "ticket_denied_handler"]
@@ -61,12 +63,14 @@ def require_ticket(
     audience: str | None = None,
     allowed_hosts: Iterable[str] | HostAllowlist | None = None,
     redact_logs: bool = True,
+    watch: RevocationWatch | None = None,
 ) -> Callable[[WebSocket], Awaitable[Claims]]:
     """A dependency returning the claims of the handshake's ticket (redeemed on call).
 
     It also fills ``scope["ticketd.claims"]`` and ``scope["ticketd.subprotocol"]``
     like :class:`~ticketd.integrations.asgi.TicketMiddleware`, and takes the same
-    ``allowed_hosts``::
+    ``allowed_hosts``. With ``watch`` a revoked ticket is refused (403) and a later
+    revocation closes the socket with 4403::
 
         async def chat(websocket: WebSocket, claims: Claims = Depends(require_ticket(v))): ...
 
@@ -80,6 +84,7 @@ def require_ticket(
         outcome = await check_scope(
             verifier, websocket.scope, audience=audience, allowed_hosts=hosts
         )
+        outcome = await hold(watch, outcome, starlette_closer(websocket))
         if isinstance(outcome, Denied):
             raise TicketDenied(outcome)
         websocket.scope[CLAIMS_KEY] = outcome.claims

@@ -47,11 +47,13 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from ..handshake import SUBPROTOCOL, PresentedTicket
 from ..hosts import HostAllowlist
+from ..liveness import RevocationWatch
 from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, is_ticket_subprotocol, present, redeem
 from ._hosts import allowlist_of, refuse_host
+from ._live import hold, websockets_closer
 
 __all__ = [
     "CLAIMS_ATTRIBUTE",
@@ -88,6 +90,7 @@ def ticket_auth(
     audience: str | None = None,
     allowed_hosts: Iterable[str] | HostAllowlist | None = None,
     redact_logs: bool = True,
+    watch: RevocationWatch | None = None,
 ) -> Callable[[ServerConnection, Request, Response | None], Awaitable[Response | None]]:
     """Build a ``process_response`` hook that redeems the handshake's ticket.
 
@@ -97,9 +100,12 @@ def ticket_auth(
     ``audience`` overrides the verifier's expected audience; ``allowed_hosts``
     (:mod:`ticketd.hosts`) refuses unlisted ``Host`` headers with 421 first. Building
     the hook turns on :func:`~ticketd.redaction.install_redaction` (idempotent);
-    ``redact_logs=False`` leaves logging alone. ::
+    ``redact_logs=False`` leaves logging alone. With ``watch`` (a
+    :class:`~ticketd.liveness.RevocationWatch`), the connection is registered and the
+    revocation state checked before 101 (403 ``revoked``), and a later revocation closes
+    it with 4403. ::
 
-        serve(handler, process_response=ticket_auth(verifier, audience="chat"),
+        serve(handler, process_response=ticket_auth(verifier, audience="chat", watch=watch),
               select_subprotocol=select_subprotocol)
     """
     if redact_logs:
@@ -119,6 +125,8 @@ def ticket_auth(
             audience=audience,
             client_ip=peer_ip(connection),
         )
+        if watch is not None:  # after the handshake: revocation (ticketd.liveness)
+            outcome = await hold(watch, outcome, websockets_closer(watch, connection))
         return finish(connection, outcome)
 
     return process_response

@@ -29,10 +29,12 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from ..handshake import PresentedTicket
 from ..hosts import HostAllowlist
+from ..liveness import BlockingRevocationWatch
 from ..redaction import install_redaction
 from ..verifier import BlockingTicketVerifier
 from ._common import redeem_blocking
 from ._hosts import allowlist_of
+from ._live import hold_blocking, websockets_sync_closer
 from .websockets import check_before_redeem, claims_of, finish, peer_ip, select_subprotocol
 
 __all__ = ["claims_of", "select_subprotocol", "ticket_auth"]
@@ -44,12 +46,13 @@ def ticket_auth(
     audience: str | None = None,
     allowed_hosts: Iterable[str] | HostAllowlist | None = None,
     redact_logs: bool = True,
+    watch: BlockingRevocationWatch | None = None,
 ) -> Callable[[ServerConnection, Request, Response | None], Response | None]:
     """Build a blocking ``process_response`` hook; the sync twin of the asyncio ``ticket_auth``.
 
-    ::
+    ``watch`` is a :class:`~ticketd.liveness.BlockingRevocationWatch`. ::
 
-        serve(handler, process_response=ticket_auth(blocking_verifier),
+        serve(handler, process_response=ticket_auth(blocking_verifier, watch=watch),
               select_subprotocol=select_subprotocol)
 
     Turns on log redaction unless ``redact_logs=False``, like the asyncio hook.
@@ -71,6 +74,8 @@ def ticket_auth(
             audience=audience,
             client_ip=peer_ip(connection),
         )
+        if watch is not None:  # after the handshake: revocation (ticketd.liveness)
+            outcome = hold_blocking(watch, outcome, websockets_sync_closer(connection))
         return finish(connection, outcome)
 
     return process_response

@@ -23,8 +23,17 @@ from .mint import mint as mint_ticket
 from .mint import preflight as mint_preflight
 from .problems import PROBLEMS, problem_response
 from .redeem import redeem as redeem_ticket
+from .revocations import revoke as revoke_sessions
 from .runtime import Service, redis_options
-from .schemas import ClaimsBody, MintRequest, MintResponse, ProblemBody, RedeemRequest
+from .schemas import (
+    ClaimsBody,
+    MintRequest,
+    MintResponse,
+    ProblemBody,
+    RedeemRequest,
+    RevocationRequest,
+    RevocationResponse,
+)
 from .settings import Settings
 
 __all__ = ["create_app", "redis_options"]
@@ -67,6 +76,9 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
 
     async def redeem(request: Request) -> Response:
         return await redeem_ticket(service, request)
+
+    async def revoke(request: Request) -> Response:
+        return await revoke_sessions(service, request)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -111,6 +123,7 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
             "invalid_body",
             "unknown_audience",
             "unauthenticated",
+            "session_revoked",
             "origin_not_allowed",
             "cross_site",
             "method_not_allowed",
@@ -144,7 +157,31 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
             "origin_mismatch",
             "audience_mismatch",
             "ip_mismatch",
+            "revoked",
             "redeem_disabled",
+            "method_not_allowed",
+            "body_too_large",
+            "unsupported_media_type",
+            "store_unavailable",
+        ),
+    )
+    revocation_body = {
+        "content": {"application/json": {"schema": RevocationRequest.model_json_schema()}},
+        "required": True,
+    }
+    app.add_api_route(
+        "/v1/revocations",
+        revoke,
+        methods=["POST"],
+        status_code=202,
+        response_model=RevocationResponse,
+        summary="Revoke a subject, session or connection (bearer service key)",
+        openapi_extra={"requestBody": revocation_body, "security": [{"serviceKey": []}]},
+        responses=_problem_docs(
+            "invalid_service_key",
+            "invalid_authorization",
+            "invalid_body",
+            "revocations_disabled",
             "method_not_allowed",
             "body_too_large",
             "unsupported_media_type",

@@ -1,4 +1,4 @@
-"""The ``ticketd`` command: ``serve``, ``check-config``, ``demo`` and ``audit``."""
+"""The ``ticketd`` command: ``serve``, ``check-config``, ``demo``, ``revoke`` and ``audit``."""
 
 from __future__ import annotations
 
@@ -295,6 +295,57 @@ async def _connect(settings: Settings) -> int:
     return 0
 
 
+def _revoke(args: argparse.Namespace) -> int:
+    """``ticketd revoke SUBJECT``: the same revocation as ``POST /v1/revocations``."""
+    from ..connection import sync_client
+    from ..exceptions import StoreUnavailable
+    from ..revoker import BlockingRevoker
+    from .runtime import redis_options
+    from .settings import ConfigError, load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"ticketd: configuration error: {line}", file=sys.stderr)
+        return 2
+    if settings.embedded:
+        print("ticketd: revoke needs TICKETD_REDIS_URL (the shared store)", file=sys.stderr)
+        return 2
+    subject: str | int = args.subject
+    if args.integer:
+        try:
+            subject = int(args.subject)
+        except ValueError:
+            print("ticketd: --integer: the subject is not an integer", file=sys.stderr)
+            return 2
+    client = sync_client(redis_options(settings))
+    try:
+        revoker = BlockingRevoker(
+            client, key_prefix=settings.key_prefix, ttl=settings.session_max_age
+        )
+        revocation = revoker.revoke(
+            subject,
+            session=args.session,
+            except_session=args.except_session,
+            connection=args.connection,
+            reason=args.reason,
+        )
+    except (ValueError, TypeError) as exc:
+        print(f"ticketd: revoke: {exc}", file=sys.stderr)
+        return 2
+    except StoreUnavailable as exc:
+        print(
+            f"ticketd: revoke: store unavailable ({exc}); nothing is certain, retry",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        client.close()
+    print(f"revoked kind={revocation.kind} at={revocation.at_ms / 1000:.3f}")
+    return 0
+
+
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``ticketd demo`` (also ``python -m ticketd.demo``)."""
     parser.add_argument("--host", default="127.0.0.1")
@@ -362,6 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="serve the demo page (development only)")
     add_demo_arguments(demo)
     demo.set_defaults(handler=_demo)
+    revoke = commands.add_parser(
+        "revoke", help="revoke a subject, session or connection (closes live sockets: 4403)"
+    )
+    revoke.add_argument("subject", help="the user; every session unless narrowed")
+    revoke.add_argument("--integer", action="store_true", help="the subject is an integer")
+    narrow = revoke.add_mutually_exclusive_group()
+    narrow.add_argument("--session", help="revoke only this session")
+    narrow.add_argument("--connection", help="revoke only this live connection (its id)")
+    narrow.add_argument("--except-session", help="revoke every session but this one")
+    revoke.add_argument("--reason", help="free text for the logs")
+    revoke.set_defaults(handler=_revoke)
     add_audit_parser(commands)  # stdlib + core only: works without the server extra
     return parser
 

@@ -54,6 +54,12 @@ class Metrics:
         self.rate_limited = Counter(
             "ticketd_rate_limited", "Mints refused by a limit.", ["limit"], registry=r
         )
+        self.revocations = Counter(
+            "ticketd_revocations",
+            "Revocations accepted, by kind (subject, session, connection).",
+            ["kind"],
+            registry=r,
+        )
         self.ready = Gauge(
             "ticketd_ready",
             "1 when this instance reports ready.",

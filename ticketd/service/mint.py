@@ -23,8 +23,10 @@ from pydantic import ValidationError
 
 from ..exceptions import InvalidOrigin, StoreUnavailable
 from ..issuer import validate_extra
-from ..sessions import SessionInvalid
+from ..revocation import SessionRef, session_ref
+from ..sessions import SessionInvalid, cookie_values
 from ..tickets import Subject, log_id
+from .revocations import is_session_revoked
 from .runtime import Service, is_json
 from .schemas import MintRequest
 
@@ -82,14 +84,19 @@ async def _mint(service: Service, request: Request) -> Response:
     # deleted again and the refused attempt taken back from the subject's counters.
     # A bad cookie still counts against the IP.
     subject: Subject | None
+    session: SessionRef | None = None
     try:
         subject = service.sessions.subject(
             request.headers.getlist("cookie"), cookie_name=service.settings.session_cookie
         )
+        session = _session_of(service, request)
         why = ""
     except SessionInvalid as exc:
         subject, why = None, exc.reason
     try:
+        revoked = subject is not None and session is not None  # revoked logins mint nothing
+        if revoked and await is_session_revoked(service, subject, session):  # type: ignore[arg-type]
+            return service.refuse("session_revoked", rid, where="mint", headers=cors)
         if subject is None:
             limited = await service.limits.check(ip, None)
             if limited is None:
@@ -104,6 +111,7 @@ async def _mint(service: Service, request: Request) -> Response:
                 audience=audience,
                 extra=extra,
                 client_ip=ip if service.settings.bind_client_ip else None,
+                session=session,
             )
             replies = await service.store.put(
                 prepared.key, prepared.record, prepared.ttl_ms, along=plan.commands
@@ -154,6 +162,17 @@ async def _mint(service: Service, request: Request) -> Response:
             "X-Content-Type-Options": "nosniff",
             "Pragma": "no-cache",
         },
+    )
+
+
+def _session_of(service: Service, request: Request) -> SessionRef:
+    """The login behind the (already verified, exactly one) session cookie."""
+    (value,) = cookie_values(request.headers.getlist("cookie"), service.settings.session_cookie)
+    return session_ref(
+        service.sessions.load(value),
+        value,
+        max_age=service.settings.session_max_age,
+        session_id_key=service.settings.session_id_key,
     )
 
 

@@ -65,6 +65,10 @@ PROBLEMS: dict[str, Problem] = {
         Problem("audience_mismatch", 403, "Audience does not match the ticket"),
         Problem("ip_mismatch", 403, "Client address does not match the ticket"),
         Problem("bad_handshake", 400, "Not a WebSocket handshake"),
+        Problem("revoked", 403, "Ticket revoked"),
+        # Revocation (POST /v1/tickets refuses a revoked login; POST /v1/revocations).
+        Problem("session_revoked", 401, "Session revoked: log in again"),
+        Problem("revocations_disabled", 404, "Revocations endpoint disabled"),
     ]
 }
 

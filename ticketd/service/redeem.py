@@ -17,6 +17,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from ..exceptions import StoreUnavailable, TicketRejected
+from ..revocation import target_of
+from ..revoker import check_revoked
+from ..tickets import Claims
 from .runtime import Service, is_json
 from .schemas import RedeemRequest
 
@@ -59,6 +62,18 @@ def _service_key_ok(service: Service, candidate: str) -> bool:
     # Compare against every key, in constant time each, without an early exit.
     matches = [hmac.compare_digest(presented, key) for key in service.service_keys]
     return any(matches)
+
+
+async def _revoked(service: Service, claims: Claims) -> bool:
+    """Step 5 of the redeem (PROTOCOL.md section 4): the revocation state.
+
+    Raises :class:`StoreUnavailable` (the caller answers 503: fail closed)."""
+    return await check_revoked(
+        service.store.client,
+        service.settings.key_prefix,
+        target_of(claims),
+        deadline=service.settings.store_deadline,
+    )
 
 
 async def redeem(service: Service, request: Request) -> Response:
@@ -108,6 +123,7 @@ async def _redeem(service: Service, request: Request) -> Response:
             audience=audience,
             client_ip=parsed.client_ip,
         )
+        revoked = await _revoked(service, claims)
     except TicketRejected as exc:
         # The one log line of this refusal (the verifier does not log): see ticketd.redemption.
         service.metrics.redemptions.labels(exc.reason.value, "http").inc()
@@ -125,5 +141,8 @@ async def _redeem(service: Service, request: Request) -> Response:
             detail=f"why={exc}",
             headers={"Retry-After": "1"},
         )
+    if revoked:
+        service.metrics.redemptions.labels("revoked", "http").inc()
+        return service.refuse("revoked", rid, where="redeem")
     service.metrics.redemptions.labels("ok", "http").inc()
     return JSONResponse(claims.as_dict(), headers={"Cache-Control": "no-store"})

@@ -27,6 +27,7 @@ from ..batching import CommandBatcher
 from ..connection import RedisOptions, async_client
 from ..exceptions import InvalidOrigin, StoreUnavailable
 from ..issuer import TicketIssuer
+from ..revoker import Revoker
 from ..sessions import SessionVerifier
 from ..store import TicketStore
 from ..verifier import TicketVerifier
@@ -81,6 +82,12 @@ class Service:
             self.store, key_prefix=settings.key_prefix, ttl=settings.ticket_ttl
         )
         self.verifier = TicketVerifier(self.store, key_prefix=settings.key_prefix)
+        self.revoker = Revoker(
+            redis_client,
+            key_prefix=settings.key_prefix,
+            ttl=settings.session_max_age,
+            deadline=settings.store_deadline,
+        )
         self.allowlist = settings.allowlist()
         self.allowed_hosts = settings.host_allowlist()
         self.sessions = SessionVerifier(

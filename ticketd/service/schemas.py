@@ -6,7 +6,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ClaimsBody", "MintRequest", "MintResponse", "ProblemBody", "RedeemRequest"]
+__all__ = [
+    "ClaimsBody",
+    "MintRequest",
+    "MintResponse",
+    "ProblemBody",
+    "RedeemRequest",
+    "RevocationRequest",
+    "RevocationResponse",
+]
 
 
 class MintRequest(BaseModel):
@@ -57,6 +65,45 @@ class ClaimsBody(BaseModel):
     expires_at: float
     client_ip: str | None
     extra: dict[str, Any]
+    session: str | None = None
+    auth_at: float | None = None
+    session_expires_at: float | None = None
+
+
+class RevocationRequest(BaseModel):
+    """Body of ``POST /v1/revocations``: a subject, and at most one of session / connection."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    subject: str | int = Field(description="The user: every session unless narrowed below.")
+    session: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Revoke only this session (the app's session id, or 't' + cookie signing "
+        "time for stateless cookies).",
+    )
+    except_session: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Revoke every session of the subject but this one (log out other devices).",
+    )
+    connection: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Revoke one live connection (its registry id).",
+    )
+    reason: str | None = Field(
+        default=None, max_length=200, description="Free text for the logs (truncated to 64)."
+    )
+
+
+class RevocationResponse(BaseModel):
+    kind: str = Field(description="subject, session or connection")
+    revoked_at: float = Field(description="When the revocation took effect, seconds since epoch.")
 
 
 class ProblemBody(BaseModel):

@@ -108,6 +108,7 @@ class Settings(BaseSettings):
     session_secret_fallbacks: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     session_max_age: int = Field(default=14 * 24 * 3600, ge=60, le=400 * 24 * 3600)
     session_subject_key: str = Field(default="user_id", min_length=1)
+    session_id_key: str | None = Field(default=None, min_length=1, max_length=128)
 
     # Service-to-service redeem
     service_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

@@ -11,7 +11,7 @@ export interface Ticket {
   audience: string;
 }
 
-export type State = "idle" | "minting" | "connecting" | "open" | "waiting" | "closed";
+export type State = "idle" | "minting" | "connecting" | "open" | "waiting" | "revoked" | "closed";
 
 export interface Status {
   state: State;
@@ -39,6 +39,12 @@ export interface ConnectOptions {
   /** Every failure; `error.terminal` means no further attempt will be made. */
   onError?: (error: TicketdError) => void;
   onStatus?: (status: Status) => void;
+  /**
+   * The server closed the socket with 4403 (revoked: logout, ban, password change). One
+   * re-mint is attempted (a new login may exist); if it fails or is revoked again, the
+   * controller stops with a terminal error (`closeCode` 4403). Never a loop.
+   */
+  onRevoked?: (event: CloseEvent) => void;
   /** Exponential backoff with jitter between attempts. Defaults: 500 ms, 30 s. */
   backoff?: { initialMs?: number; maxMs?: number };
 }
@@ -54,11 +60,21 @@ export interface Controller {
 }
 
 export declare const SUBPROTOCOL: "ticketd.v1";
+/** Close code: the session ended; the client re-mints at once. */
+export declare const CLOSE_SESSION_ENDED: 4401;
+/** Close code: revoked; the client stops after at most one re-mint attempt. */
+export declare const CLOSE_REVOKED: 4403;
 
 export declare class TicketdError extends Error {
   constructor(
     message: string,
-    info?: { status?: number; terminal?: boolean; retryAfterMs?: number; cause?: unknown },
+    info?: {
+      status?: number;
+      terminal?: boolean;
+      retryAfterMs?: number;
+      closeCode?: number;
+      cause?: unknown;
+    },
   );
   /** HTTP status of the mint response; 0 for a network or CORS failure. */
   readonly status: number;
@@ -66,6 +82,8 @@ export declare class TicketdError extends Error {
   readonly terminal: boolean;
   /** From Retry-After (429, 503); a floor for the next delay. */
   readonly retryAfterMs: number;
+  /** The close code that ended the connection for good (4403 when revoked), else 0. */
+  readonly closeCode: number;
 }
 
 export declare function mintTicket(

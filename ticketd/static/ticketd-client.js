@@ -13,6 +13,10 @@ export const SUBPROTOCOL = "ticketd.v1";
 /** Mint statuses that no retry can fix. */
 const TERMINAL_STATUSES = new Set([400, 401, 403, 413, 415]);
 
+/** Close codes after the 101 (docs/PROTOCOL.md section 7). */
+export const CLOSE_SESSION_ENDED = 4401; // re-mint at once; a 401/403 from the mint stops
+export const CLOSE_REVOKED = 4403; // stop after at most one re-mint attempt
+
 /**
  * A failed mint or connection attempt. `terminal` errors end retries: 401 and 403 from
  * the mint (not logged in, or refused), and 400/413/415 (a request that will never be
@@ -22,7 +26,7 @@ const TERMINAL_STATUSES = new Set([400, 401, 403, 413, 415]);
 export class TicketdError extends Error {
   /**
    * @param {string} message
-   * @param {{status?: number, terminal?: boolean, retryAfterMs?: number, cause?: unknown}} [info]
+   * @param {{status?: number, terminal?: boolean, retryAfterMs?: number, closeCode?: number, cause?: unknown}} [info]
    */
   constructor(message, info = {}) {
     super(message, { cause: info.cause });
@@ -33,6 +37,8 @@ export class TicketdError extends Error {
     this.terminal = info.terminal ?? false;
     /** Minimum wait before retrying, from the mint's Retry-After header (429, 503). */
     this.retryAfterMs = info.retryAfterMs ?? 0;
+    /** The WebSocket close code that ended the connection (e.g. 4403), 0 if none. */
+    this.closeCode = info.closeCode ?? 0;
   }
 }
 
@@ -97,6 +103,9 @@ export function connect(options) {
   /** @type {WebSocket | null} */ let socket = null;
   const abort = new AbortController();
   let stopped = false, failures = 0, timer = 0;
+  // After a 4403 exactly one re-mint is tried (a new login may have happened); a second
+  // 4403, or any failure of that attempt, stops for good. Never reset: no loop is possible.
+  let revokedOnce = false;
   let state = "idle";
 
   const report = (next, extra = {}) => {
@@ -127,9 +136,13 @@ export function connect(options) {
       ({ ticket } = await mintTicket(mintUrl, audience, abort.signal));
     } catch (error) {
       if (stopped) return;
-      if (error.terminal) {
-        options.onError?.(error);
-        stop(error);
+      if (error.terminal || revokedOnce) {
+        // After a 4403 the attempt's failure ends it, and says it was a revocation.
+        const final = revokedOnce
+          ? new TicketdError(error.message, { ...error, cause: error, terminal: true, closeCode: CLOSE_REVOKED })
+          : error;
+        options.onError?.(final);
+        stop(final);
       } else {
         retry(error);
       }
@@ -150,6 +163,25 @@ export function connect(options) {
       if (socket === ws) socket = null;
       options.onClose?.(event);
       if (stopped) return;
+      if (event.code === CLOSE_REVOKED || (revokedOnce && !opened)) {
+        // Revoked: tell the page, try one re-mint (at most), then stop.
+        if (event.code === CLOSE_REVOKED) options.onRevoked?.(event);
+        if (revokedOnce) {
+          const error = new TicketdError(`connection revoked (close ${event.code})`, { terminal: true, closeCode: CLOSE_REVOKED });
+          options.onError?.(error);
+          stop(error);
+          return;
+        }
+        revokedOnce = true;
+        report("revoked");
+        timer = setTimeout(run, 0);
+        return;
+      }
+      if (event.code === CLOSE_SESSION_ENDED && opened) {
+        report("minting");
+        timer = setTimeout(run, 0); // the session ended: re-mint at once (the mint decides)
+        return;
+      }
       // Refused handshakes are invisible to scripts (close 1006 before "open"): retry them too,
       // always with a new ticket.
       retry(opened ? null : new TicketdError(`connection failed (close ${event.code})`));

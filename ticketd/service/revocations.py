@@ -1,0 +1,92 @@
+"""``POST /v1/revocations``: revoke a subject, a session or a connection (trusted callers).
+
+Authenticated with a bearer service key like ``POST /v1/tickets/redeem``. The app
+calls it at logout, ban or password change; the state is written before the event
+(:mod:`ticketd.revoker`), and ``202`` means both were accepted by Redis: every
+WebSocket process closes matching sockets (4403) when the event reaches it, and
+its sweep when it does not.
+
+Also the mint's check: :func:`mint_refusal` says whether the login a session
+cookie stands for has been revoked (``docs/PROTOCOL.md`` section 6).
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+
+from ..exceptions import StoreUnavailable
+from ..revocation import SessionRef, Target, session_hash, subject_id
+from ..revoker import check_revoked
+from ..tickets import Subject
+from .redeem import _service_key_ok, bearer_credential
+from .runtime import Service, is_json
+from .schemas import RevocationRequest
+
+__all__ = ["is_session_revoked", "revoke"]
+
+
+async def revoke(service: Service, request: Request) -> Response:
+    """Revoke and answer 202 with the kind and the time it took effect, or a problem."""
+    rid = service.request_id(request)
+    if not service.service_keys:
+        return service.refuse("revocations_disabled", rid, where="revoke")
+    try:
+        credential = bearer_credential(request.headers.getlist("authorization"))
+    except ValueError as exc:
+        return service.refuse("invalid_authorization", rid, where="revoke", detail=f"why={exc}")
+    if credential is None or not _service_key_ok(service, credential):
+        return service.refuse(
+            "invalid_service_key",
+            rid,
+            where="revoke",
+            headers={"WWW-Authenticate": 'Bearer realm="ticketd"'},
+        )
+    body = await service.read_body(request)
+    if body is None:
+        return service.refuse("body_too_large", rid, where="revoke")
+    if not is_json(request):
+        return service.refuse("unsupported_media_type", rid, where="revoke")
+    try:
+        parsed = RevocationRequest.model_validate_json(body)
+        revocation = await service.revoker.revoke(
+            parsed.subject,
+            session=parsed.session,
+            except_session=parsed.except_session,
+            connection=parsed.connection,
+            reason=parsed.reason,
+        )
+    except (ValidationError, ValueError, TypeError) as exc:
+        why = "schema" if isinstance(exc, ValidationError) else str(exc).split(":")[0][:80]
+        return service.refuse("invalid_body", rid, where="revoke", detail=f"why={why}")
+    except StoreUnavailable as exc:
+        service.metrics.store_errors.labels("revoke").inc()
+        return service.refuse(
+            "store_unavailable",
+            rid,
+            where="revoke",
+            detail=f"why={exc}",
+            headers={"Retry-After": "1"},
+        )
+    service.metrics.revocations.labels(revocation.kind).inc()
+    return JSONResponse(
+        {"kind": revocation.kind, "revoked_at": revocation.at_ms / 1000},
+        status_code=202,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def is_session_revoked(service: Service, subject: Subject, session: SessionRef) -> bool:
+    """Whether the login behind a verified cookie was revoked (subject or session rule)."""
+    target = Target(
+        subject=subject_id(subject),
+        session=session_hash(session.session),
+        auth_at_ms=round(session.auth_at * 1000),
+    )
+    return await check_revoked(
+        service.store.client,
+        service.settings.key_prefix,
+        target,
+        deadline=service.settings.store_deadline,
+    )
