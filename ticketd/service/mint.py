@@ -6,13 +6,15 @@ handed out unless every check passed:
 1. Origin: exactly one, canonical, on the allowlist; ``Sec-Fetch-Site: cross-site`` refused;
 2. body: size, media type, schema, audience;
 3. session cookie → subject (local, no I/O);
-4. one round trip: the per-IP, per-subject and outstanding-ticket counters, and the
-   ticket's ``SET``; a refusal deletes the record again;
+4. one round trip (:class:`~.mintplan.MintPlan`): the per-IP counter, the
+   per-subject/outstanding counter and the ticket's ``SET``; a refusal deletes the
+   record again;
 5. the ticket is returned only if it was stored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -20,15 +22,18 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
 
 from ..exceptions import InvalidOrigin, StoreUnavailable
 from ..issuer import validate_extra
 from ..sessions import SessionInvalid
 from ..tickets import Subject, log_id
+from .mintplan import MintPlan
+from .ratelimit import Limited
 from .runtime import Service, is_json
 from .schemas import MintRequest
 
-__all__ = ["mint", "preflight"]
+__all__ = ["MintEndpoint", "mint", "preflight"]
 
 logger = logging.getLogger("ticketd.service")
 
@@ -78,8 +83,8 @@ async def _mint(service: Service, request: Request) -> Response:
 
     ip = service.client_ip(request)
     # The cookie check is local (no I/O). With a subject, the limit counters and the
-    # ticket's SET travel in one round trip; if a limit refuses, the record is
-    # deleted again and the refused attempt taken back from the subject's counters.
+    # ticket's SET travel in one round trip (the plan); if a limit refuses, the plan's
+    # undo deletes the record and takes the attempt back from the subject counters.
     # A bad cookie still counts against the IP.
     subject: Subject | None
     try:
@@ -89,28 +94,18 @@ async def _mint(service: Service, request: Request) -> Response:
         why = ""
     except SessionInvalid as exc:
         subject, why = None, exc.reason
+    prepared = None
+    if subject is not None:
+        prepared = service.issuer.prepare(
+            subject,
+            origin=origin,
+            audience=audience,
+            extra=extra,
+            client_ip=ip if service.settings.bind_client_ip else None,
+        )
+    plan = MintPlan(service.limits.counters(ip, subject), prepared)
     try:
-        if subject is None:
-            limited = await service.limits.check(ip, None)
-            if limited is None:
-                return service.refuse(
-                    "unauthenticated", rid, where="mint", headers=cors, detail=f"why={why}"
-                )
-        else:
-            plan = service.limits.plan(ip, subject)
-            prepared = service.issuer.prepare(
-                subject,
-                origin=origin,
-                audience=audience,
-                extra=extra,
-                client_ip=ip if service.settings.bind_client_ip else None,
-            )
-            replies = await service.store.put(
-                prepared.key, prepared.record, prepared.ttl_ms, along=plan.commands
-            )
-            limited = plan.verdict(replies)
-            if limited is not None:
-                await service.store.discard(prepared.key, along=plan.take_back)
+        limited = await _round_trip(service, plan)
     except StoreUnavailable as exc:
         service.metrics.store_errors.labels("mint").inc()
         return service.refuse(
@@ -119,6 +114,10 @@ async def _mint(service: Service, request: Request) -> Response:
             where="mint",
             detail=f"why={exc}",
             headers={**cors, "Retry-After": "1"},
+        )
+    if limited is None and prepared is None:
+        return service.refuse(
+            "unauthenticated", rid, where="mint", headers=cors, detail=f"why={why}"
         )
     if limited is not None:
         service.metrics.rate_limited.labels(limited.limit).inc()
@@ -130,6 +129,7 @@ async def _mint(service: Service, request: Request) -> Response:
             detail=f"limit={limited.limit}",
             headers={**cors, "Retry-After": str(limited.retry_after)},
         )
+    assert prepared is not None  # no refusal, no error: the ticket is stored
     issued = prepared.issued
     service.metrics.mints.labels("ok").inc()
     ticket_hash = log_id(issued.ticket)
@@ -155,6 +155,41 @@ async def _mint(service: Service, request: Request) -> Response:
             "Pragma": "no-cache",
         },
     )
+
+
+async def _round_trip(service: Service, plan: MintPlan) -> Limited | None:
+    """Send the plan's commands, read the verdict, undo on refusal or error reply."""
+    commands = plan.commands
+    if not commands:
+        return None
+    try:
+        replies = await service.limits.run(commands)
+    except StoreUnavailable:
+        if plan.ticket is not None:  # the SET may still run: have the store delete it
+            service.store._forget_later(plan.ticket.key, plan.ticket.ttl_ms)
+        raise
+    try:
+        return plan.read(replies)
+    finally:
+        undo = plan.undo()
+        if undo:
+            with contextlib.suppress(StoreUnavailable):  # best effort: the record expires
+                await service.limits.run(undo)
+
+
+class MintEndpoint:
+    """``POST /v1/tickets`` as a plain ASGI app: no dependency injection, no model.
+
+    The route is documented by its FastAPI twin in :mod:`.app` (same path, spec and
+    problem responses); this one answers it.
+    """
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await mint(self.service, Request(scope, receive))
+        await response(scope, receive, send)
 
 
 async def preflight(service: Service, request: Request) -> Response:

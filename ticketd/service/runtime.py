@@ -23,7 +23,6 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
-from ..batching import CommandBatcher
 from ..connection import RedisOptions, async_client
 from ..exceptions import InvalidOrigin, StoreUnavailable
 from ..issuer import TicketIssuer
@@ -91,10 +90,7 @@ class Service:
         )
         self.service_keys = [k.get_secret_value().encode() for k in settings.service_keys]
         self.proxies = TrustedProxies(settings.trusted_proxies)
-        self.limits = MintLimits(
-            settings,
-            self.store.batcher or CommandBatcher(redis_client, deadline=settings.store_deadline),
-        )
+        self.limits = MintLimits(settings, redis_client)
         self.metrics = Metrics()
         self.draining = False
 
@@ -194,6 +190,7 @@ class Service:
         return Response(source, media_type="text/javascript; charset=utf-8", headers=headers)
 
     async def aclose(self) -> None:
+        await self.limits.aclose()
         await self.store.aclose()
 
 
