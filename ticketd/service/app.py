@@ -19,12 +19,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from .. import __version__
+from .mint import PROBLEM_CODES as MINT_PROBLEMS
 from .mint import MintEndpoint
 from .mint import mint as mint_ticket
 from .mint import preflight as mint_preflight
 from .problems import PROBLEMS, problem_response
+from .redeem import PROBLEM_CODES as REDEEM_PROBLEMS
 from .redeem import redeem as redeem_ticket
-from .runtime import Service, redis_options
+from .runtime import READYZ_PROBLEM_CODES, Service, redis_options
 from .schemas import ClaimsBody, MintRequest, MintResponse, ProblemBody, RedeemRequest
 from .settings import Settings
 
@@ -100,19 +102,7 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
         response_model=MintResponse,
         summary="Mint a ticket for the logged-in user",
         openapi_extra={"requestBody": mint_body},
-        responses=_problem_docs(
-            "invalid_body",
-            "unknown_audience",
-            "unauthenticated",
-            "origin_not_allowed",
-            "cross_site",
-            "method_not_allowed",
-            "body_too_large",
-            "unsupported_media_type",
-            "rate_limited",
-            "too_many_outstanding",
-            "store_unavailable",
-        ),
+        responses=_problem_docs(*MINT_PROBLEMS),
     )
     app.add_api_route("/v1/tickets", preflight, methods=["OPTIONS"], include_in_schema=False)
     # The documented route above stays in the spec; this raw-ASGI twin, matched first,
@@ -129,22 +119,7 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
         response_model=ClaimsBody,
         summary="Redeem a ticket (trusted services, bearer service key)",
         openapi_extra={"requestBody": redeem_body, "security": [{"serviceKey": []}]},
-        responses=_problem_docs(
-            "invalid_service_key",
-            "missing",
-            "malformed",
-            "invalid",
-            "invalid_body",
-            "duplicate",
-            "origin_mismatch",
-            "audience_mismatch",
-            "ip_mismatch",
-            "redeem_disabled",
-            "method_not_allowed",
-            "body_too_large",
-            "unsupported_media_type",
-            "store_unavailable",
-        ),
+        responses=_problem_docs(*REDEEM_PROBLEMS),
     )
     app.add_api_route("/livez", service.livez, methods=["GET"], summary="Process is alive")
     app.add_api_route(
@@ -152,7 +127,7 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
         service.readyz,
         methods=["GET"],
         summary="Store is reachable",
-        responses=_problem_docs("not_ready"),
+        responses=_problem_docs(*READYZ_PROBLEM_CODES),
     )
     app.add_api_route(
         "/metrics",

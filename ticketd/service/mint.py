@@ -33,7 +33,22 @@ from .ratelimit import Limited
 from .runtime import Service, is_json
 from .schemas import MintRequest
 
-__all__ = ["MintEndpoint", "mint", "preflight"]
+__all__ = ["PROBLEM_CODES", "MintEndpoint", "mint", "preflight"]
+
+PROBLEM_CODES = (
+    "invalid_body",
+    "unknown_audience",
+    "unauthenticated",
+    "origin_not_allowed",
+    "cross_site",
+    "method_not_allowed",
+    "body_too_large",
+    "unsupported_media_type",
+    "rate_limited",
+    "too_many_outstanding",
+    "store_unavailable",
+)
+"""Every problem ``POST /v1/tickets`` answers with (the spec, the README and its test read this)."""
 
 logger = logging.getLogger("ticketd.service")
 

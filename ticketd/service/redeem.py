@@ -18,7 +18,25 @@ from ..exceptions import StoreUnavailable, TicketRejected
 from .runtime import Service, is_json
 from .schemas import RedeemRequest
 
-__all__ = ["redeem"]
+__all__ = ["PROBLEM_CODES", "redeem"]
+
+PROBLEM_CODES = (
+    "invalid_service_key",
+    "missing",
+    "malformed",
+    "invalid",
+    "invalid_body",
+    "duplicate",
+    "origin_mismatch",
+    "audience_mismatch",
+    "ip_mismatch",
+    "redeem_disabled",
+    "method_not_allowed",
+    "body_too_large",
+    "unsupported_media_type",
+    "store_unavailable",
+)
+"""Every problem ``POST /v1/tickets/redeem`` answers with (spec, README and test read this)."""
 
 
 def _service_key_ok(service: Service, request: Request) -> bool:

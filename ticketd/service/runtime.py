@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import re
-import uuid
 from importlib import resources
 from typing import Any
 
@@ -35,13 +35,17 @@ from .problems import PROBLEMS, problem_response
 from .ratelimit import MintLimits
 from .settings import Settings
 
-__all__ = ["MAX_BODY_BYTES", "Service", "is_json", "redis_options"]
+__all__ = ["MAX_BODY_BYTES", "READYZ_PROBLEM_CODES", "Service", "is_json", "redis_options"]
+
+READYZ_PROBLEM_CODES = ("not_ready",)
+"""Every problem ``GET /readyz`` answers with."""
 
 logger = logging.getLogger("ticketd.service")
 
 MAX_BODY_BYTES = 8 * 1024
 _DIGITS = re.compile(r"[0-9]{1,12}")  # str.isdigit() also accepts "²", which int() refuses
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_CACHE_SIZE = 4096
 _JSON_MEDIA = re.compile(r"application/json\s*(;\s*charset=\"?utf-8\"?\s*)?", re.IGNORECASE)
 
 
@@ -93,12 +97,16 @@ class Service:
         self.limits = MintLimits(settings, redis_client)
         self.metrics = Metrics()
         self.draining = False
+        self._allowed: dict[str, str] = {}
+        self._peers: dict[str | None, str | None] = {}
 
     # -- helpers -----------------------------------------------------------------
 
     def request_id(self, request: Request) -> str:
-        given = request.headers.get("x-request-id", "")
-        return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
+        given = request.headers.get("x-request-id")
+        if given is not None and _REQUEST_ID.fullmatch(given):
+            return given
+        return os.urandom(8).hex()  # 16 hex digits like uuid4().hex[:16], cheaper
 
     def refuse(
         self,
@@ -145,11 +153,28 @@ class Service:
         origins = request.headers.getlist("origin")
         if len(origins) != 1:
             raise InvalidOrigin("exactly one Origin header is required")
-        return self.allowlist.check(origins[0])
+        # The allowlist is fixed for the process: remember the few allowed spellings.
+        known = self._allowed.get(origins[0])
+        if known is None:
+            known = self.allowlist.check(origins[0])
+            if len(self._allowed) >= _CACHE_SIZE:
+                self._allowed.clear()
+            self._allowed[origins[0]] = known
+        return known
 
     def client_ip(self, request: Request) -> str | None:
         peer = request.client.host if request.client else None
-        return self.proxies.client_ip(peer, request.headers.getlist("x-forwarded-for"))
+        forwarded = request.headers.getlist("x-forwarded-for")
+        if forwarded:
+            return self.proxies.client_ip(peer, forwarded)
+        # No header: the answer depends on the peer alone (and fixed settings).
+        try:
+            return self._peers[peer]
+        except KeyError:
+            ip = self._peers[peer] = self.proxies.client_ip(peer, forwarded)
+            if len(self._peers) >= _CACHE_SIZE:
+                self._peers.clear()
+            return ip
 
     # -- probes and metrics ------------------------------------------------------
 
