@@ -103,9 +103,7 @@ async def _mint(service: Service, request: Request) -> Response:
     # A bad cookie still counts against the IP.
     subject: Subject | None
     try:
-        subject = service.sessions.subject(
-            request.headers.getlist("cookie"), cookie_name=service.settings.session_cookie
-        )
+        subject = service.cookies.subject(request.headers.getlist("cookie"))
         why = ""
     except SessionInvalid as exc:
         subject, why = None, exc.reason

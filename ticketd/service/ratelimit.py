@@ -170,7 +170,7 @@ class Counter:
     key: str
     rate_name: str
     cap_name: str
-    args: tuple[int, ...]
+    args: tuple[int | bytes, ...]
     """ARGV after the delta: now, rate limit, window, cap, TTL, count refused, key TTL."""
     undoable: bool
     """Whether a refused attempt this counter counted is taken back (not for the IP)."""
@@ -185,6 +185,10 @@ class Counter:
             return None
         name = self.rate_name if code == 1 else self.cap_name
         return Limited(name, max(1, math.ceil(retry_ms / 1000)))
+
+
+def _encoded(*values: int) -> tuple[bytes, ...]:
+    return tuple(str(v).encode() for v in values)
 
 
 def _ip_bucket(ip: str) -> str:
@@ -228,6 +232,14 @@ class MintLimits:
         self.cap = settings.max_outstanding_per_subject
         self.ttl_ms = math.ceil(settings.ticket_ttl) * 1000
         self._subject_ids: dict[Subject, str] = {}
+        # The script's fixed arguments, encoded once (only ``now`` changes per call).
+        ip_rate = self.per_ip or Rate(0, 0)
+        self._ip_args = _encoded(ip_rate.limit, ip_rate.window_ms, 0, 0, 1, 2 * ip_rate.window_ms)
+        limit, window = (
+            (self.per_subject.limit, self.per_subject.window_ms) if self.per_subject else (0, 0)
+        )
+        key_ttl = max(2 * window, self.ttl_ms + 2 * BUCKET_MS if self.cap else 0)
+        self._subject_args = _encoded(limit, window, self.cap, self.ttl_ms, 0, key_ttl)
 
     def counters(self, ip: str | None, subject: Subject | None) -> tuple[Counter, ...]:
         """The counter keys this mint attempt touches, IP first (no I/O).
@@ -237,27 +249,22 @@ class MintLimits:
         now_ms = int(self.clock() * 1000)
         counters: list[Counter] = []
         if self.per_ip is not None and ip is not None:
-            rate = self.per_ip
             counters.append(
                 Counter(
                     key=f"{self.prefix}ip:{_ip_bucket(ip)}",
                     rate_name="ip",
                     cap_name="",
-                    args=(now_ms, rate.limit, rate.window_ms, 0, 0, 1, 2 * rate.window_ms),
+                    args=(now_ms, *self._ip_args),
                     undoable=False,
                 )
             )
         if subject is not None and (self.per_subject is not None or self.cap):
-            limit, window = (
-                (self.per_subject.limit, self.per_subject.window_ms) if self.per_subject else (0, 0)
-            )
-            key_ttl = max(2 * window, self.ttl_ms + 2 * BUCKET_MS if self.cap else 0)
             counters.append(
                 Counter(
                     key=f"{self.prefix}subject:{self._subject_id(subject)}",
                     rate_name="subject",
                     cap_name="outstanding",
-                    args=(now_ms, limit, window, self.cap, self.ttl_ms, 0, key_ttl),
+                    args=(now_ms, *self._subject_args),
                     undoable=True,
                 )
             )

@@ -33,6 +33,7 @@ from .clientip import TrustedProxies
 from .metrics import Metrics
 from .problems import PROBLEMS, problem_response
 from .ratelimit import MintLimits
+from .sessioncache import VerifiedCookies
 from .settings import Settings
 
 __all__ = ["MAX_BODY_BYTES", "READYZ_PROBLEM_CODES", "Service", "is_json", "redis_options"]
@@ -92,6 +93,9 @@ class Service:
             max_age=settings.session_max_age,
             subject_key=settings.session_subject_key,
         )
+        self.cookies = VerifiedCookies(
+            self.sessions, cookie_name=settings.session_cookie, max_age=self.sessions.max_age
+        )
         self.service_keys = [k.get_secret_value().encode() for k in settings.service_keys]
         self.proxies = TrustedProxies(settings.trusted_proxies)
         self.limits = MintLimits(settings, redis_client)
@@ -133,6 +137,8 @@ class Service:
 
     async def read_body(self, request: Request) -> bytes | None:
         declared = request.headers.get("content-length")
+        if declared == "0":  # the usual mint: nothing to read
+            return b""
         if declared is not None and (
             not _DIGITS.fullmatch(declared) or int(declared) > MAX_BODY_BYTES
         ):
