@@ -41,10 +41,12 @@ class Script:
 
     source: str
     sha: str = field(init=False)
-    evalsha: str = field(default="EVALSHA", init=False)
+    sha_bytes: bytes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())  # noqa: S324
+        sha = hashlib.sha1(self.source.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
+        object.__setattr__(self, "sha", sha)
+        object.__setattr__(self, "sha_bytes", sha.encode())
 
 
 class RoundTrip:

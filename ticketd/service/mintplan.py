@@ -83,7 +83,7 @@ class MintPlan:
         """
         if not self._refused:
             return []
-        commands = [c.command(-1) for c in self._counted if c.undoable]
+        commands = [c.take_back() for c in self._counted if c.undoable]
         if self.ticket is not None:
             commands.append(("DEL", self.ticket.key))
         return commands

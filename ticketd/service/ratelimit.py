@@ -66,16 +66,15 @@ LIMIT_SCRIPT = Script(
 -- One counter key: a sliding-window rate and/or an outstanding-ticket cap.
 -- State (a string): "<window index>:<count>:<previous count>" then ";<expiry s>:<count>"
 -- per second in which live tickets expire.
--- ARGV: delta (1 = count an attempt, -1 = take one back), now (ms), rate limit
--- (0 = none), rate window (ms), cap (0 = none), ticket TTL (ms), count refused
--- attempts (1/0), key TTL (ms).
+-- ARGV: now (ms); "<rate limit>:<rate window ms>:<cap>:<ticket TTL ms>:<count refused
+-- attempts 1/0>:<key TTL ms>" (0 = no rate / no cap); "-1" to take an attempt back.
 -- Reply: {0, 0} counted; {1, ms} rate refused; {2, ms} cap refused (ms: retry after).
-local delta = tonumber(ARGV[1])
-local now = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
-local window = tonumber(ARGV[4])
-local cap = tonumber(ARGV[5])
-local ttl = tonumber(ARGV[6])
+local now = tonumber(ARGV[1])
+local limit, window, cap, ttl, refused, px =
+  string.match(ARGV[2], '^(%d+):(%d+):(%d+):(%d+):(%d):(%d+)$')
+limit, window, cap, ttl = tonumber(limit), tonumber(window), tonumber(cap), tonumber(ttl)
+local delta = 1
+if ARGV[3] == '-1' then delta = -1 end
 local index = 0
 if limit > 0 then index = math.floor(now / window) end
 local current, previous = 0, 0
@@ -113,7 +112,7 @@ if delta > 0 then
   if verdict[1] == 0 and cap > 0 and total >= cap then
     verdict = {2, oldest * 1000 - now}
   end
-  if verdict[1] ~= 0 and ARGV[7] ~= '1' then return verdict end
+  if verdict[1] ~= 0 and refused ~= '1' then return verdict end
   if limit > 0 then current = current + 1 end
   if verdict[1] == 0 and cap > 0 then buckets[expiry] = (buckets[expiry] or 0) + 1 end
 else  -- take back an attempt counted at the same ``now``
@@ -127,7 +126,7 @@ else  -- take back an attempt counted at the same ``now``
 end
 local parts = {string.format('%d:%d:%d', index, current, previous)}
 for e, n in pairs(buckets) do parts[#parts + 1] = string.format(';%d:%d', e, n) end
-redis.call('SET', KEYS[1], table.concat(parts), 'PX', ARGV[8])
+redis.call('SET', KEYS[1], table.concat(parts), 'PX', px)
 return verdict
 """
 )
@@ -170,13 +169,19 @@ class Counter:
     key: str
     rate_name: str
     cap_name: str
-    args: tuple[int | bytes, ...]
-    """ARGV after the delta: now, rate limit, window, cap, TTL, count refused, key TTL."""
+    now_ms: int
+    config: bytes
+    """The script's fixed arguments, encoded once: rate, window, cap, TTL, flag, key TTL."""
     undoable: bool
     """Whether a refused attempt this counter counted is taken back (not for the IP)."""
 
-    def command(self, delta: int = 1) -> Command:
-        return (LIMIT_SCRIPT.evalsha, LIMIT_SCRIPT.sha, 1, self.key, delta, *self.args)
+    def command(self) -> Command:
+        """Count this attempt (and say whether it is refused)."""
+        return ("EVALSHA", LIMIT_SCRIPT.sha_bytes, 1, self.key, self.now_ms, self.config)
+
+    def take_back(self) -> Command:
+        """Take back the attempt :meth:`command` counted."""
+        return ("EVALSHA", LIMIT_SCRIPT.sha_bytes, 1, self.key, self.now_ms, self.config, b"-1")
 
     def verdict(self, reply: Any) -> Limited | None:
         """The refusal in this counter's reply, if it refused."""
@@ -187,8 +192,8 @@ class Counter:
         return Limited(name, max(1, math.ceil(retry_ms / 1000)))
 
 
-def _encoded(*values: int) -> tuple[bytes, ...]:
-    return tuple(str(v).encode() for v in values)
+def _encoded(*values: int) -> bytes:
+    return ":".join(str(v) for v in values).encode()
 
 
 def _ip_bucket(ip: str) -> str:
@@ -234,12 +239,12 @@ class MintLimits:
         self._subject_ids: dict[Subject, str] = {}
         # The script's fixed arguments, encoded once (only ``now`` changes per call).
         ip_rate = self.per_ip or Rate(0, 0)
-        self._ip_args = _encoded(ip_rate.limit, ip_rate.window_ms, 0, 0, 1, 2 * ip_rate.window_ms)
+        self._ip_config = _encoded(ip_rate.limit, ip_rate.window_ms, 0, 0, 1, 2 * ip_rate.window_ms)
         limit, window = (
             (self.per_subject.limit, self.per_subject.window_ms) if self.per_subject else (0, 0)
         )
         key_ttl = max(2 * window, self.ttl_ms + 2 * BUCKET_MS if self.cap else 0)
-        self._subject_args = _encoded(limit, window, self.cap, self.ttl_ms, 0, key_ttl)
+        self._subject_config = _encoded(limit, window, self.cap, self.ttl_ms, 0, key_ttl)
 
     def counters(self, ip: str | None, subject: Subject | None) -> tuple[Counter, ...]:
         """The counter keys this mint attempt touches, IP first (no I/O).
@@ -254,7 +259,8 @@ class MintLimits:
                     key=f"{self.prefix}ip:{_ip_bucket(ip)}",
                     rate_name="ip",
                     cap_name="",
-                    args=(now_ms, *self._ip_args),
+                    now_ms=now_ms,
+                    config=self._ip_config,
                     undoable=False,
                 )
             )
@@ -264,20 +270,21 @@ class MintLimits:
                     key=f"{self.prefix}subject:{self._subject_id(subject)}",
                     rate_name="subject",
                     cap_name="outstanding",
-                    args=(now_ms, *self._subject_args),
+                    now_ms=now_ms,
+                    config=self._subject_config,
                     undoable=True,
                 )
             )
         return tuple(counters)
 
     def _subject_id(self, subject: Subject) -> str:
-        sid = self._subject_ids.get(subject) if type(subject) is str else None
+        # Subjects are str or int, never bool: 7 and "7" are different dict keys.
+        sid = self._subject_ids.get(subject)
         if sid is None:
             sid = _subject_id(subject)
-            if type(subject) is str:
-                if len(self._subject_ids) >= 4096:
-                    self._subject_ids.clear()
-                self._subject_ids[subject] = sid
+            if len(self._subject_ids) >= 4096:
+                self._subject_ids.clear()
+            self._subject_ids[subject] = sid
         return sid
 
     async def check(self, ip: str | None, subject: Subject | None) -> Limited | None:
