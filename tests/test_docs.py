@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 from ticketd.service.mint import PROBLEM_CODES as MINT_PROBLEMS
+from ticketd.service.probes import READYZ_PROBLEM_CODES
 from ticketd.service.problems import PROBLEMS
 from ticketd.service.redeem import PROBLEM_CODES as REDEEM_PROBLEMS
-from ticketd.service.runtime import READYZ_PROBLEM_CODES
 from ticketd.service.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent

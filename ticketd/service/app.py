@@ -2,7 +2,7 @@
 
 ``create_app(settings)`` wires everything from a :class:`Settings`; it never reads
 the environment. The routes, the OpenAPI document and the error handlers are here;
-the handlers themselves are in :mod:`.mint`, :mod:`.redeem` and :mod:`.runtime`.
+the handlers themselves are in :mod:`.mint`, :mod:`.redeem` and :mod:`.probes`.
 """
 
 from __future__ import annotations
@@ -19,14 +19,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from .. import __version__
+from . import probes
 from .mint import PROBLEM_CODES as MINT_PROBLEMS
 from .mint import MintEndpoint
 from .mint import mint as mint_ticket
 from .mint import preflight as mint_preflight
+from .probes import READYZ_PROBLEM_CODES
 from .problems import PROBLEMS, problem_response
 from .redeem import PROBLEM_CODES as REDEEM_PROBLEMS
 from .redeem import redeem as redeem_ticket
-from .runtime import READYZ_PROBLEM_CODES, Service, redis_options
+from .runtime import Service, redis_options
 from .schemas import ClaimsBody, MintRequest, MintResponse, ProblemBody, RedeemRequest
 from .settings import Settings
 
@@ -66,6 +68,18 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
 
     async def redeem(request: Request) -> Response:
         return await redeem_ticket(service, request)
+
+    async def livez(request: Request) -> Response:
+        return await probes.livez(service, request)
+
+    async def readyz(request: Request) -> Response:
+        return await probes.readyz(service, request)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return await probes.metrics(service, request)
+
+    async def client_js(request: Request) -> Response:
+        return await probes.client_js(service, request)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,17 +135,17 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
         openapi_extra={"requestBody": redeem_body, "security": [{"serviceKey": []}]},
         responses=_problem_docs(*REDEEM_PROBLEMS),
     )
-    app.add_api_route("/livez", service.livez, methods=["GET"], summary="Process is alive")
+    app.add_api_route("/livez", livez, methods=["GET"], summary="Process is alive")
     app.add_api_route(
         "/readyz",
-        service.readyz,
+        readyz,
         methods=["GET"],
         summary="Store is reachable",
         responses=_problem_docs(*READYZ_PROBLEM_CODES),
     )
     app.add_api_route(
         "/metrics",
-        service.metrics_endpoint,
+        metrics_endpoint,
         methods=["GET"],
         summary="Prometheus metrics",
         response_class=Response,
@@ -144,7 +158,7 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
     )
     app.add_api_route(
         "/v1/client.js",
-        service.client_js,
+        client_js,
         methods=["GET"],
         summary="Browser client (ES module)",
         response_class=Response,

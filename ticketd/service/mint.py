@@ -30,7 +30,8 @@ from ..sessions import SessionInvalid
 from ..tickets import Subject, log_id
 from .mintplan import MintPlan
 from .ratelimit import Limited
-from .runtime import Service, is_json
+from .requests import is_json, read_body, refuse, request_id
+from .runtime import Service
 from .schemas import MintRequest
 
 __all__ = ["PROBLEM_CODES", "MintEndpoint", "mint", "preflight"]
@@ -63,13 +64,13 @@ async def mint(service: Service, request: Request) -> Response:
 
 
 async def _mint(service: Service, request: Request) -> Response:
-    rid = service.request_id(request)
+    rid = request_id(request)
     try:
-        origin = service.allowed_origin(request)
+        origin = service.origins.check(request)
     except InvalidOrigin as exc:
-        return service.refuse("origin_not_allowed", rid, where="mint", detail=f"why={exc}")
+        return refuse(service.metrics, "origin_not_allowed", rid, where="mint", detail=f"why={exc}")
     if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
-        return service.refuse("cross_site", rid, where="mint")
+        return refuse(service.metrics, "cross_site", rid, where="mint")
     cors = {
         "Access-Control-Allow-Origin": origin,
         "Access-Control-Allow-Credentials": "true",
@@ -78,25 +79,27 @@ async def _mint(service: Service, request: Request) -> Response:
         "Vary": "Origin, Cookie",
     }
 
-    body = await service.read_body(request)
+    body = await read_body(request)
     if body is None:
-        return service.refuse("body_too_large", rid, where="mint", headers=cors)
+        return refuse(service.metrics, "body_too_large", rid, where="mint", headers=cors)
     audience = service.settings.audiences[0]
     extra: dict[str, Any] = {}
     if body.strip():
         if not is_json(request):
-            return service.refuse("unsupported_media_type", rid, where="mint", headers=cors)
+            return refuse(
+                service.metrics, "unsupported_media_type", rid, where="mint", headers=cors
+            )
         try:
             parsed = MintRequest.model_validate_json(body)
             extra = validate_extra(parsed.claims)
         except (ValidationError, ValueError):
-            return service.refuse("invalid_body", rid, where="mint", headers=cors)
+            return refuse(service.metrics, "invalid_body", rid, where="mint", headers=cors)
         if parsed.audience is not None:
             audience = parsed.audience
     if audience not in service.settings.audiences:
-        return service.refuse("unknown_audience", rid, where="mint", headers=cors)
+        return refuse(service.metrics, "unknown_audience", rid, where="mint", headers=cors)
 
-    ip = service.client_ip(request)
+    ip = service.addresses.client_ip(request)
     # The cookie check is local (no I/O). With a subject, the limit counters and the
     # ticket's SET travel in one round trip (the plan); if a limit refuses, the plan's
     # undo deletes the record and takes the attempt back from the subject counters.
@@ -121,7 +124,8 @@ async def _mint(service: Service, request: Request) -> Response:
         limited = await _round_trip(service, plan)
     except StoreUnavailable as exc:
         service.metrics.store_errors.labels("mint").inc()
-        return service.refuse(
+        return refuse(
+            service.metrics,
             "store_unavailable",
             rid,
             where="mint",
@@ -129,13 +133,14 @@ async def _mint(service: Service, request: Request) -> Response:
             headers={**cors, "Retry-After": "1"},
         )
     if limited is None and prepared is None:
-        return service.refuse(
-            "unauthenticated", rid, where="mint", headers=cors, detail=f"why={why}"
+        return refuse(
+            service.metrics, "unauthenticated", rid, where="mint", headers=cors, detail=f"why={why}"
         )
     if limited is not None:
         service.metrics.rate_limited.labels(limited.limit).inc()
         code = "too_many_outstanding" if limited.limit == "outstanding" else "rate_limited"
-        return service.refuse(
+        return refuse(
+            service.metrics,
             code,
             rid,
             where="mint",
@@ -207,15 +212,19 @@ class MintEndpoint:
 
 async def preflight(service: Service, request: Request) -> Response:
     """Answer a CORS preflight, for allowed origins only (exact origin, never ``*``)."""
-    rid = service.request_id(request)
+    rid = request_id(request)
     try:
-        origin = service.allowed_origin(request)
+        origin = service.origins.check(request)
     except InvalidOrigin:
-        return service.refuse("origin_not_allowed", rid, where="preflight")
+        return refuse(service.metrics, "origin_not_allowed", rid, where="preflight")
     method = request.headers.get("access-control-request-method", "")
     if method.upper() != "POST":
-        return service.refuse(
-            "method_not_allowed", rid, where="preflight", headers={"Allow": "POST, OPTIONS"}
+        return refuse(
+            service.metrics,
+            "method_not_allowed",
+            rid,
+            where="preflight",
+            headers={"Allow": "POST, OPTIONS"},
         )
     requested = {
         h.strip().lower()

@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from ..exceptions import StoreUnavailable, TicketRejected
-from .runtime import Service, is_json
+from .requests import is_json, read_body, refuse, request_id
+from .runtime import Service
 from .schemas import RedeemRequest
 
 __all__ = ["PROBLEM_CODES", "redeem"]
@@ -60,31 +61,34 @@ async def redeem(service: Service, request: Request) -> Response:
 
 
 async def _redeem(service: Service, request: Request) -> Response:
-    rid = service.request_id(request)
+    rid = request_id(request)
     if not service.service_keys:
-        return service.refuse("redeem_disabled", rid, where="redeem")
+        return refuse(service.metrics, "redeem_disabled", rid, where="redeem")
     if not _service_key_ok(service, request):
-        return service.refuse(
+        return refuse(
+            service.metrics,
             "invalid_service_key",
             rid,
             where="redeem",
             headers={"WWW-Authenticate": 'Bearer realm="ticketd"'},
         )
-    body = await service.read_body(request)
+    body = await read_body(request)
     if body is None:
-        return service.refuse("body_too_large", rid, where="redeem")
+        return refuse(service.metrics, "body_too_large", rid, where="redeem")
     if not is_json(request):
-        return service.refuse("unsupported_media_type", rid, where="redeem")
+        return refuse(service.metrics, "unsupported_media_type", rid, where="redeem")
     try:
         parsed = RedeemRequest.model_validate_json(body)
     except ValidationError:
-        return service.refuse("invalid_body", rid, where="redeem")
+        return refuse(service.metrics, "invalid_body", rid, where="redeem")
     audience = parsed.audience
     if audience is None:
         # Never "any audience": a backend that forgets to say which service it is
         # must not be able to redeem tickets minted for another one.
         if len(service.settings.audiences) != 1:
-            return service.refuse("invalid_body", rid, where="redeem", detail="why=no_audience")
+            return refuse(
+                service.metrics, "invalid_body", rid, where="redeem", detail="why=no_audience"
+            )
         audience = service.settings.audiences[0]
     try:
         claims = await service.verifier.redeem(
@@ -95,13 +99,18 @@ async def _redeem(service: Service, request: Request) -> Response:
         )
     except TicketRejected as exc:
         service.metrics.redemptions.labels(exc.reason.value, "http").inc()
-        return service.refuse(
-            exc.reason.value, rid, where="redeem", detail=f"ticket={exc.ticket_hash or '-'}"
+        return refuse(
+            service.metrics,
+            exc.reason.value,
+            rid,
+            where="redeem",
+            detail=f"ticket={exc.ticket_hash or '-'}",
         )
     except StoreUnavailable as exc:
         service.metrics.store_errors.labels("redeem").inc()
         service.metrics.redemptions.labels("store_unavailable", "http").inc()
-        return service.refuse(
+        return refuse(
+            service.metrics,
             "store_unavailable",
             rid,
             where="redeem",
