@@ -4,24 +4,34 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SERVER_STAMP := $(VENV)/.installed-server
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
 .PHONY: run test lint typecheck bench openapi demo soak clean
 
-$(STAMP): pyproject.toml
+# `make run` and `make demo` install only what serving needs (the `server` extra);
+# every other target installs the test and dev tools on top.
+$(SERVER_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "ticketd needs Python 3.11 or newer (PYTHON=$(PYTHON))"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[server]'
+	@touch $(SERVER_STAMP)
+
+$(STAMP): $(SERVER_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[server,test,dev]'
 	@touch $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/ticketd serve --dev --host $(HOST) --port $(PORT)
+# Ctrl+C stops the server cleanly: exit status 130, which is not a failure here.
+run: $(SERVER_STAMP)
+	$(BIN)/ticketd serve --dev --host $(HOST) --port $(PORT) || test $$? -eq 130
 
+# COVERAGE_FILE is absolute: subprocesses started in temporary directories write there too.
 test: $(STAMP)
-	$(BIN)/python -m pytest --cov --cov-branch --cov-report=term $(PYTEST_ARGS)
+	rm -f .coverage .coverage.*
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/python -m pytest --cov --cov-branch --cov-report=term $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -39,8 +49,8 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m tests.soak $(SOAK_ARGS)
 
-demo: $(STAMP)
-	$(BIN)/python -m ticketd.demo --host $(HOST) --port $(PORT)
+demo: $(SERVER_STAMP)
+	$(BIN)/ticketd demo --dev --host $(HOST) --port $(PORT) || test $$? -eq 130
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -10,7 +10,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from tests.service_support import APP_ORIGIN, cookie_for, make_settings, running_service
+from tests.support.service_support import APP_ORIGIN, cookie_for, make_settings, running_service
 from ticketd.exceptions import StoreUnavailable
 from ticketd.issuer import TicketIssuer
 from ticketd.service.mintplan import MintPlan

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.service_support import SECRET
+from tests.support.service_support import SECRET
 from ticketd.service.sessioncache import VerifiedCookies
 from ticketd.sessions import SessionInvalid, SessionVerifier, issue_session_cookie
 

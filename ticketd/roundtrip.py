@@ -26,13 +26,13 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from .exceptions import StoreUnavailable
+from .exceptions import StoreOperation, StoreUnavailable
 
 __all__ = ["RoundTrip", "Script", "send_with_scripts"]
 
-Command = tuple[Any, ...]
-_Group = tuple[Sequence[Command], "asyncio.Future[list[Any]]"]
-TRANSPORT_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
+_Command = tuple[Any, ...]
+_Group = tuple[Sequence[_Command], "asyncio.Future[list[Any]]"]
+_TRANSPORT_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -57,15 +57,24 @@ class RoundTrip:
     per pipeline); past it, every group in it fails.
     """
 
-    def __init__(self, client: Any, *, deadline: float | None, max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        deadline: float | None,
+        operation: StoreOperation = StoreOperation.MINT,
+        max_batch: int = 512,
+    ) -> None:
         self.client = client
         self.deadline = deadline
+        self.operation = operation
+        """What a failure is reported as (:attr:`StoreUnavailable.operation`)."""
         self.max_batch = max_batch
         self._queue: list[_Group] = []
         self._scheduled = False
         self._in_flight: set[asyncio.Task[None]] = set()
 
-    async def send(self, commands: Sequence[Command]) -> list[Any]:
+    async def send(self, commands: Sequence[_Command]) -> list[Any]:
         """The replies to ``commands`` in order; a command's error reply is its exception.
 
         Raises :class:`StoreUnavailable` if the round trip itself fails (connection,
@@ -79,8 +88,8 @@ class RoundTrip:
             loop.call_soon(self._flush)
         try:
             return await future
-        except TRANSPORT_ERRORS as exc:
-            raise StoreUnavailable(f"round trip failed: {type(exc).__name__}") from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise StoreUnavailable.from_error(self.operation, exc) from exc
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -131,8 +140,8 @@ class RoundTrip:
             async with asyncio.timeout(self.deadline):
                 for script in scripts:
                     await self.client.script_load(script.source)
-        except TRANSPORT_ERRORS as exc:
-            raise StoreUnavailable(f"script load failed: {type(exc).__name__}") from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise StoreUnavailable.from_error(self.operation, exc) from exc
 
     async def aclose(self) -> None:
         """Wait for pipelines already on the wire."""
@@ -147,7 +156,7 @@ def _fail(batch: list[_Group], error: BaseException) -> None:
 
 
 async def send_with_scripts(
-    trip: RoundTrip, commands: Sequence[Command], scripts: Sequence[Script]
+    trip: RoundTrip, commands: Sequence[_Command], scripts: Sequence[Script]
 ) -> list[Any]:
     """:meth:`RoundTrip.send`, reloading ``scripts`` and resending calls refused ``NOSCRIPT``.
 

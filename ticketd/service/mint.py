@@ -51,7 +51,7 @@ PROBLEM_CODES = (
 )
 """Every problem ``POST /v1/tickets`` answers with (the spec, the README and its test read this)."""
 
-logger = logging.getLogger("ticketd.service")
+_logger = logging.getLogger("ticketd.service")
 
 
 async def mint(service: Service, request: Request) -> Response:
@@ -151,7 +151,7 @@ async def _mint(service: Service, request: Request) -> Response:
     issued = prepared.issued
     service.metrics.mints.labels("ok").inc()
     ticket_hash = log_id(issued.ticket)
-    logger.info(
+    _logger.info(
         "ticket minted audience=%s ticket=%s request_id=%s",
         audience,
         ticket_hash,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..batching import Command
-from ..exceptions import StoreUnavailable
+from ..exceptions import StoreOperation, StoreUnavailable
 from ..issuer import PreparedTicket
 from .ratelimit import Counter, Limited
 
@@ -67,12 +67,14 @@ class MintPlan:
             if isinstance(stored, Exception):
                 error = error or stored
             elif not stored:
-                error = error or StoreUnavailable("mint failed: key already exists")
+                error = error or StoreUnavailable(
+                    "mint failed: key already exists", operation=StoreOperation.MINT
+                )
         self._refused = refusal is not None or error is not None
         if error is not None:
             if isinstance(error, StoreUnavailable):
                 raise error
-            raise StoreUnavailable(f"mint failed: {type(error).__name__}") from error
+            raise StoreUnavailable.from_error(StoreOperation.MINT, error) from error
         return refusal
 
     def undo(self) -> list[Command]:

@@ -53,7 +53,7 @@ from ..roundtrip import RoundTrip, Script, send_with_scripts
 from ..tickets import Subject
 from .settings import Settings
 
-__all__ = ["LIMIT_SCRIPT", "Counter", "Limited", "MintLimits", "Rate"]
+__all__ = ["BUCKET_MS", "LIMIT_SCRIPT", "Counter", "Limited", "MintLimits", "Rate"]
 
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*")
 _UNIT_MS = {"second": 1000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}

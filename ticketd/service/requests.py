@@ -30,7 +30,7 @@ __all__ = [
     "request_id",
 ]
 
-logger = logging.getLogger("ticketd.service")
+_logger = logging.getLogger("ticketd.service")
 
 MAX_BODY_BYTES = 8 * 1024
 _CACHE_SIZE = 4096
@@ -78,7 +78,7 @@ def refuse(
 ) -> JSONResponse:
     """Log a refusal (no secrets), count it if it is a mint's, and answer its problem."""
     status = PROBLEMS[code].status
-    logger.info(
+    _logger.info(
         "%s refused code=%s status=%d request_id=%s%s",
         where,
         code,

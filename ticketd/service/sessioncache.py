@@ -21,7 +21,7 @@ from itsdangerous.encoding import base64_decode, bytes_to_int
 from ..sessions import SessionVerifier, cookie_values
 from ..tickets import Subject
 
-__all__ = ["MAX_ENTRIES", "VerifiedCookies"]
+__all__ = ["MAX_ENTRIES", "MAX_HEADER_BYTES", "VerifiedCookies"]
 
 MAX_ENTRIES = 4096
 MAX_HEADER_BYTES = 4096
