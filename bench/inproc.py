@@ -167,7 +167,7 @@ async def ws_handshakes(url: str, count: int) -> dict[str, Any]:
             (
                 "ticketd",
                 {
-                    "process_request": ticket_auth(verifier),
+                    "process_response": ticket_auth(verifier),
                     "select_subprotocol": select_subprotocol,
                 },
             ),

@@ -21,7 +21,7 @@ async def main():
     # ticket_auth() also turns on log redaction: even these DEBUG logs show no ticket.
     auth = ticket_auth(verifier)
     async with serve(
-        handler, "127.0.0.1", 8001, process_request=auth, select_subprotocol=select_subprotocol
+        handler, "127.0.0.1", 8001, process_response=auth, select_subprotocol=select_subprotocol
     ) as server:
         print("listening on ws://127.0.0.1:8001", flush=True)
         await server.serve_forever()

@@ -40,10 +40,18 @@ EXPECTED: dict[str, set[str]] = {
     },
     "ticketd.handshake": {
         "HeaderPairs", "PresentedTicket", "QUERY_PARAMETER", "SUBPROTOCOL",
-        "SUBPROTOCOL_TICKET_PREFIX", "Transport", "extract_ticket", "header_values",
+        "SUBPROTOCOL_TICKET_PREFIX", "TICKET_MENTION", "Transport", "extract_ticket",
+        "header_values",
         "is_websocket_upgrade", "request_origin",
     },
+    "ticketd.hosts": {
+        "DUPLICATE_HOST", "HOST_NOT_ALLOWED", "HostAllowlist", "HostPattern", "HostRefusal",
+        "check_host",
+    },
     "ticketd.integrations": set(),
+    "ticketd.integrations._hosts": {
+        "HOST_DENIAL_BODY", "HOST_STATUS", "HostDenied", "allowlist_of", "refuse_host",
+    },
     "ticketd.integrations._common": {
         "Admitted", "DENIAL_BODY", "Denied", "UNAVAILABLE_STATUS", "admit", "admit_blocking",
         "is_ticket_subprotocol", "missing_extra", "present", "redeem", "redeem_blocking",
@@ -52,7 +60,7 @@ EXPECTED: dict[str, set[str]] = {
     "ticketd.integrations.asgi": {
         "ASGIApp", "CLAIMS_KEY", "Message", "Receive", "STATE_KEY", "SUBPROTOCOL_KEY", "Scope",
         "Send", "TicketMiddleware", "admitted_scope", "check_scope", "claims_from_scope", "deny",
-        "ticket_subprotocol",
+        "handshake_headers", "ticket_subprotocol",
     },
     "ticketd.integrations.channels": {
         "TicketAuthMiddleware", "TicketAuthMiddlewareStack", "claims_from_scope",
@@ -62,8 +70,8 @@ EXPECTED: dict[str, set[str]] = {
         "TicketDenied", "install", "require_ticket", "ticket_denied_handler",
     },
     "ticketd.integrations.websockets": {
-        "CLAIMS_ATTRIBUTE", "check_before_redeem", "claims_of", "finish", "peer_ip", "respond",
-        "select_subprotocol", "ticket_auth",
+        "CLAIMS_ATTRIBUTE", "MISPLACED_HOOK", "check_before_redeem", "claims_of", "finish",
+        "peer_ip", "respond", "select_subprotocol", "ticket_auth",
     },
     "ticketd.integrations.websockets_sync": {"claims_of", "select_subprotocol", "ticket_auth"},
     "ticketd.issuer": {
@@ -104,7 +112,8 @@ EXPECTED: dict[str, set[str]] = {
     "ticketd.service.ratelimit": {
         "BUCKET_MS", "LIMIT_SCRIPT", "Counter", "Limited", "MintLimits", "Rate",
     },
-    "ticketd.service.redeem": {"PROBLEM_CODES", "redeem"},
+    "ticketd.service.edge": {"RequestGuard", "is_canonical_path"},
+    "ticketd.service.redeem": {"PROBLEM_CODES", "bearer_credential", "redeem"},
     "ticketd.service.redis_url": {"redis_url_problem"},
     "ticketd.service.requests": {
         "MAX_BODY_BYTES", "ClientAddresses", "OriginCheck", "is_json", "read_body", "refuse",
@@ -116,7 +125,10 @@ EXPECTED: dict[str, set[str]] = {
     },
     "ticketd.service.sessioncache": {"MAX_ENTRIES", "MAX_HEADER_BYTES", "VerifiedCookies"},
     "ticketd.service.secret_strength": {"MIN_SECRET_BITS", "estimated_bits", "weakness"},
-    "ticketd.service.server": {"DrainingServer"},
+    "ticketd.service.server": {
+        "BoundedH11Protocol", "BoundedHttpToolsProtocol", "DrainingServer", "HTTP_PARSERS",
+        "bounded_http_protocol", "configure_header_limits",
+    },
     "ticketd.service.settings": {
         "CommaList", "ConfigError", "ENV_PREFIX", "MIN_SECRET_BYTES", "PLACEHOLDER_WORDS",
         "Settings", "build_settings", "load_settings",

@@ -96,7 +96,7 @@ async def ws_server(verifier: TicketVerifier, tally: Tally) -> AsyncIterator[str
         handler,
         "127.0.0.1",
         0,
-        process_request=ticket_auth(verifier, audience="chat"),
+        process_response=ticket_auth(verifier, audience="chat"),
         select_subprotocol=select_subprotocol,
     ) as server:
         yield f"ws://127.0.0.1:{next(iter(server.sockets)).getsockname()[1]}/ws"

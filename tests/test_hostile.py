@@ -221,7 +221,7 @@ async def ws_server(verifier: TicketVerifier) -> AsyncIterator[int]:
         ws_handler,
         "127.0.0.1",
         0,
-        process_request=ticket_auth(verifier),
+        process_response=ticket_auth(verifier),
         select_subprotocol=select_subprotocol,
     ) as server:
         yield next(iter(server.sockets)).getsockname()[1]

@@ -20,6 +20,7 @@ from tests.support.redisproc import RedisServer
 from ticketd import Claims, TicketVerifier
 from ticketd.integrations.asgi import (
     TicketMiddleware,
+    handshake_headers,
     ticket_subprotocol,
 )
 from ticketd.integrations.starlette import install, require_ticket
@@ -176,3 +177,61 @@ async def test_fastapi_dependency_without_the_handler_still_refuses(redis_url: s
         uvicorn_server(fastapi_app(env.verifier, handler=False)) as url,
     ):
         assert await status_of(url) == 403  # a close before accept
+
+
+# -- every uvicorn WebSocket backend ------------------------------------------------------
+# websockets and websockets-sansio pass every request header and the offered subprotocols;
+# wsproto keeps the handshake headers it consumed (Upgrade, Connection, Sec-WebSocket-*)
+# out of scope["headers"] and offers the subprotocols only in scope["subprotocols"].
+WS_BACKENDS = [
+    pytest.param(
+        "websockets",  # uvicorn's legacy backend, deprecated but still selectable
+        marks=[
+            pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated"),
+            pytest.mark.filterwarnings("ignore:The `websockets` implementation is deprecated"),
+            pytest.mark.filterwarnings("ignore:remove second argument of ws_handler"),
+        ],
+    ),
+    "websockets-sansio",
+    "wsproto",
+]
+
+
+@pytest.mark.parametrize("ws_backend", WS_BACKENDS)
+@pytest.mark.parametrize("adapter", ["middleware", "dependency"])
+@pytest.mark.parametrize("transport", ["query", "subprotocol"])
+async def test_every_uvicorn_websocket_backend(
+    redis_url: str, ws_backend: str, adapter: str, transport: str
+) -> None:
+    async with ticket_env(redis_url) as env:
+        app = starlette_app(env.verifier) if adapter == "middleware" else fastapi_app(env.verifier)
+        async with uvicorn_server(app, ws=ws_backend) as url:
+            ticket = await env.mint("erin")
+            target = f"{url}?ticket={ticket}" if transport == "query" else url
+            subprotocols = offer(ticket) if transport == "subprotocol" else None
+            async with connect(
+                target, origin=Origin(ORIGIN), subprotocols=subprotocols, open_timeout=TIMEOUT
+            ) as ws:
+                data = await ws.recv()
+                assert ws.subprotocol == ("ticketd.v1" if transport == "subprotocol" else None)
+            assert '"subject":"erin"' in str(data)
+            assert ticket not in str(data)  # the app's view of the scope is scrubbed
+            assert not await env.stored(ticket)
+            # A second ticket offered the other way is still seen: duplicate, nothing burned.
+            other = await env.mint()
+            assert await status_of(f"{url}?ticket={other}", subprotocols=offer(other)) == 400
+            assert await env.stored(other)
+
+
+def test_handshake_headers_takes_the_header_else_the_scope_list() -> None:
+    both = {
+        "headers": [(b"sec-websocket-protocol", b"ticketd.v1, ticket.x")],
+        "subprotocols": ["ticketd.v1", "ticket.x"],
+    }
+    assert handshake_headers(both) == [(b"sec-websocket-protocol", b"ticketd.v1, ticket.x")]
+    only_list = {"headers": [(b"origin", b"https://a.example")], "subprotocols": ["a", "b"]}
+    assert handshake_headers(only_list) == [
+        (b"origin", b"https://a.example"),
+        (b"sec-websocket-protocol", b"a, b"),
+    ]
+    assert handshake_headers({"headers": [], "subprotocols": []}) == []

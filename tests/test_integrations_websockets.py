@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +24,12 @@ from tests.support.adapters import AUDIENCE, ORIGIN, OTHER_ORIGIN, PREFIX, ticke
 from tests.support.apps import handler
 from tests.support.redisproc import RedisServer
 from ticketd import BlockingTicketStore, BlockingTicketVerifier, TicketVerifier
-from ticketd.integrations.websockets import claims_of, select_subprotocol, ticket_auth
+from ticketd.integrations.websockets import (
+    MISPLACED_HOOK,
+    claims_of,
+    select_subprotocol,
+    ticket_auth,
+)
 from ticketd.integrations.websockets_sync import ticket_auth as sync_ticket_auth
 
 TIMEOUT = 5.0
@@ -35,7 +41,7 @@ async def server(verifier: TicketVerifier) -> AsyncIterator[str]:
         handler,
         "127.0.0.1",
         0,
-        process_request=ticket_auth(verifier),
+        process_response=ticket_auth(verifier),
         select_subprotocol=select_subprotocol,
     ) as ws_server:
         port = next(iter(ws_server.sockets)).getsockname()[1]
@@ -130,7 +136,7 @@ async def test_server_without_the_selector_does_not_burn_subprotocol_tickets(
 ) -> None:
     async with ticket_env(redis_url) as env:
         ticket = await env.mint()
-        async with serve(handler, "127.0.0.1", 0, process_request=ticket_auth(env.verifier)) as s:
+        async with serve(handler, "127.0.0.1", 0, process_response=ticket_auth(env.verifier)) as s:
             url = f"ws://127.0.0.1:{next(iter(s.sockets)).getsockname()[1]}/"
             with pytest.raises(InvalidStatus) as caught:
                 async with connect(url, origin=Origin(ORIGIN), subprotocols=offer(ticket)):
@@ -150,7 +156,7 @@ async def test_handshake_websockets_will_refuse_does_not_burn_the_ticket(
             handler,
             "127.0.0.1",
             0,
-            process_request=ticket_auth(env.verifier),
+            process_response=ticket_auth(env.verifier),
             subprotocols=[Subprotocol("ticketd.v1")],
         ) as s:
             url = f"ws://127.0.0.1:{next(iter(s.sockets)).getsockname()[1]}/?ticket={ticket}"
@@ -190,7 +196,7 @@ def sync_server(url: str) -> Iterator[str]:
         sync_handler,
         "127.0.0.1",
         0,
-        process_request=sync_ticket_auth(verifier),
+        process_response=sync_ticket_auth(verifier),
         select_subprotocol=select_subprotocol,
     ) as ws_server:
         thread = threading.Thread(target=ws_server.serve_forever, daemon=True)
@@ -245,3 +251,79 @@ def test_sync_server_redis_down_is_503(private_redis: RedisServer) -> None:
         ticket = mint(private_redis.url)
         private_redis.stop()
         assert sync_status(f"{url}?ticket={ticket}") == 503
+
+
+# --- only documented hooks: select_subprotocol once, a misplaced hook fails closed ---------
+
+
+class CountingSelector:
+    """``select_subprotocol`` that counts its calls (websockets calls it from ``accept``)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, connection: Any, subprotocols: Sequence[Subprotocol]) -> Subprotocol | None:
+        self.calls += 1
+        return select_subprotocol(connection, subprotocols)
+
+
+async def test_select_subprotocol_runs_once_per_handshake(redis_url: str) -> None:
+    selector = CountingSelector()
+    async with (
+        ticket_env(redis_url) as env,
+        serve(
+            handler,
+            "127.0.0.1",
+            0,
+            process_response=ticket_auth(env.verifier),
+            select_subprotocol=selector,
+        ) as s,
+    ):
+        url = f"ws://127.0.0.1:{next(iter(s.sockets)).getsockname()[1]}/ws"
+        async with connect(url, origin=Origin(ORIGIN), subprotocols=offer(await env.mint())):
+            pass
+        assert selector.calls == 1
+        assert await refused(url, subprotocols=offer(await env.mint()), origin=OTHER_ORIGIN) == 403
+        assert selector.calls == 2
+
+
+def test_sync_select_subprotocol_runs_once_per_handshake(redis_url: str) -> None:
+    selector = CountingSelector()
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    verifier = BlockingTicketVerifier(
+        BlockingTicketStore(client), key_prefix=PREFIX, audience=AUDIENCE
+    )
+    with sync_serve(
+        sync_handler,
+        "127.0.0.1",
+        0,
+        process_response=sync_ticket_auth(verifier),
+        select_subprotocol=selector,
+    ) as ws_server:
+        thread = threading.Thread(target=ws_server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"ws://127.0.0.1:{ws_server.socket.getsockname()[1]}/ws"
+            with sync_connect(url, origin=Origin(ORIGIN), subprotocols=offer(mint(redis_url))):
+                pass
+            assert selector.calls == 1
+        finally:
+            ws_server.shutdown()
+            thread.join(TIMEOUT)
+            verifier.close()
+
+
+async def test_hook_passed_as_process_request_refuses_with_500_and_says_why(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with ticket_env(redis_url) as env:
+        ticket = await env.mint()
+        hook: Any = ticket_auth(env.verifier)
+        async with serve(handler, "127.0.0.1", 0, process_request=hook) as s:
+            url = f"ws://127.0.0.1:{next(iter(s.sockets)).getsockname()[1]}/ws?ticket={ticket}"
+            with pytest.raises(InvalidStatus) as caught:
+                async with connect(url, origin=Origin(ORIGIN), open_timeout=TIMEOUT):
+                    pass
+        assert caught.value.response.status_code == 500
+        assert await env.stored(ticket)
+    assert MISPLACED_HOOK in caplog.text

@@ -8,6 +8,7 @@ own handshake line carries it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import uvicorn.config
 from aiohttp.test_utils import TestServer
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
+from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
 from tests.support.adapters import ORIGIN, ticket_env
@@ -163,7 +165,7 @@ async def test_websockets_handshakes_leave_no_ticket_in_logs(
             handler,
             "127.0.0.1",
             0,
-            process_request=ticket_auth(env.verifier),
+            process_response=ticket_auth(env.verifier),
             select_subprotocol=select_subprotocol,
         ) as server,
     ):
@@ -214,6 +216,7 @@ async def test_aiohttp_handshakes_leave_no_ticket_in_logs(
 
 
 TICKET = "q" * 43
+WELL_FORMED = "A" * 42 + "E"  # a canonical 43-character ticket
 
 
 @pytest.mark.parametrize(
@@ -261,3 +264,126 @@ def test_install_is_idempotent_and_covers_child_logger_records(capture: Capture)
     child.warning("GET /?ticket=%s", TICKET)
     assert capture.leaks(TICKET) == []
     assert capture.records
+
+
+# -- near misses: refused, not burned, and not in any log ------------------------------------
+
+
+def near_miss_queries(ticket: str) -> dict[str, str]:
+    """Query strings that carry ``ticket`` without being an exact ``ticket=<T>`` parameter."""
+    first = f"%{ord(ticket[0]):02X}"
+    return {
+        "upper-case name": f"Ticket={ticket}",
+        "all caps": f"TICKET={ticket}",
+        "mixed case": f"tIcKeT={ticket}",
+        "encoded letter": f"%74icket={ticket}",
+        "encoded upper-case letter": f"%54ICKET={ticket}",
+        "all encoded": "".join(f"%{ord(c):02x}" for c in "ticket") + f"={ticket}",
+        "encoded equals": f"ticket%3D{ticket}",
+        "encoded value character": f"ticket={first}{ticket[1:]}",
+        "encoded space before the value": f"ticket=%20{ticket}",
+        "plus before the value": f"ticket=+{ticket}",
+        "plus after the value": f"ticket={ticket}+",
+        "tab after the value": f"ticket={ticket}%09",
+        "plus before the name": f"+ticket={ticket}",
+        "encoded space before the name": f"%20ticket={ticket}",
+        "plus after the name": f"ticket+={ticket}",
+        "encoded tab after the name": f"ticket%09={ticket}",
+        "repeated equals": f"ticket=={ticket}",
+        "repeated separators": f"a=1&&ticket==={ticket}&&",
+        "encoded in another parameter": f"next=%2Fws%3Fticket%3D{ticket}",
+        "another name": f"t={ticket}",
+    }
+
+
+NEAR_MISS_TOKENS = ("Ticket.{}", "TICKET.{}", "tIcKeT.{}")
+
+
+def windows(ticket: str, width: int = 20) -> list[str]:
+    """Every ``width``-character piece of the ticket: a partial leak is a leak."""
+    return [ticket[i : i + width] for i in range(len(ticket) - width + 1)]
+
+
+async def _refused(url: str, *, subprotocols: list[Subprotocol] | None = None) -> int:
+    try:
+        async with connect(url, origin=Origin(ORIGIN), subprotocols=subprotocols, open_timeout=5):
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "websockets"])
+async def test_near_miss_tickets_are_refused_unburned_and_never_logged(
+    redis_url: str, capture: Capture, caplog: pytest.LogCaptureFixture, server: str
+) -> None:
+    install_redaction()
+    async with contextlib.AsyncExitStack() as stack:
+        env = await stack.enter_async_context(ticket_env(redis_url))
+        if server == "uvicorn":
+            url = await stack.enter_async_context(
+                uvicorn_server(
+                    starlette_app(env.verifier),
+                    log_config=uvicorn.config.LOGGING_CONFIG,
+                    log_level="debug",
+                )
+            )
+            capture.attach()
+        else:
+            ws_server = await stack.enter_async_context(
+                serve(
+                    handler,
+                    "127.0.0.1",
+                    0,
+                    process_response=ticket_auth(env.verifier),
+                    select_subprotocol=select_subprotocol,
+                )
+            )
+            url = f"ws://127.0.0.1:{next(iter(ws_server.sockets)).getsockname()[1]}/ws"
+        ticket = await env.mint()
+        for case, query in near_miss_queries(ticket).items():
+            assert await _refused(f"{url}?{query}") == 401, case
+            assert await env.stored(ticket), f"{case}: burned"
+        for token in NEAR_MISS_TOKENS:
+            offered = [Subprotocol("ticketd.v1"), Subprotocol(token.format(ticket))]
+            assert await _refused(url, subprotocols=offered) == 401, token
+            assert await env.stored(ticket), f"{token}: burned"
+        # A near miss next to the real parameter is a duplicate, and burns nothing either.
+        assert await _refused(f"{url}?ticket={ticket}&Ticket={ticket}") == 400
+        assert await env.stored(ticket)
+        # Still a good ticket: nothing above touched it.
+        assert await _refused(f"{url}?ticket={ticket}") == 101
+    assert any(REDACTED in FORMAT.format(r) for r in capture.records)  # the lines were logged
+    for piece in windows(ticket):
+        assert capture.leaks(piece) == [], piece
+        assert piece not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        *(f"GET /ws?{query} HTTP/1.1" for query in near_miss_queries(WELL_FORMED).values()),
+        f"GET /ws?Ticket={TICKET} HTTP/1.1",  # named: redacted even when not well formed
+        f"Sec-WebSocket-Protocol: ticketd.v1, Ticket.{TICKET}",
+        f"path=/ws/{WELL_FORMED} other",
+    ],
+)
+def test_redact_near_misses(text: str) -> None:
+    redacted = redact(text)
+    for piece in windows(TICKET) + windows(WELL_FORMED):
+        assert piece not in redacted, redacted
+    assert redacted_as_bytes(text) == redacted
+
+
+def redacted_as_bytes(text: str) -> str:
+    """The same text through the filter's ``bytes`` path (websockets logs header bytes)."""
+    record = logging.LogRecord("x", logging.INFO, "", 0, "%s", (text.encode(),), None)
+    TicketRedactionFilter().filter(record)
+    assert isinstance(record.args, tuple)
+    value = record.args[0]
+    assert isinstance(value, bytes)
+    return value.decode()
+
+
+def test_redact_keeps_log_ids_and_ordinary_words() -> None:
+    for text in ("refused ticket=abcd1234", "ticket_hash=abcd1234", "tickets=3 ticketing=ok"):
+        assert redact(text) == text

@@ -215,3 +215,46 @@ def test_redeem_without_audience_uses_the_only_one(redis_url: str) -> None:
         response = redeem(client, {"ticket": ticket, "origin": APP_ORIGIN})
     assert response.status_code == 200
     assert response.json()["audience"] == "chat"
+
+
+@pytest.mark.parametrize(
+    "authorizations",
+    [
+        [f"Bearer {SERVICE_KEY}", "Bearer wrong-key"],  # first-wins would accept
+        ["Bearer wrong-key", f"Bearer {SERVICE_KEY}"],  # last-wins would accept
+        [f"Bearer {SERVICE_KEY}", f"Bearer {SERVICE_KEY}"],
+        [f"Bearer {SERVICE_KEY}", "Basic dXNlcjpwYXNz"],
+        [f"Bearer {SERVICE_KEY}, Bearer wrong-key"],  # a proxy's comma-joined pair
+        [f"Bearer wrong-key, Bearer {SERVICE_KEY}"],
+        [f"Bearer {SERVICE_KEY} {SERVICE_KEY_2}"],
+        [f"Basic dXNlcjpwYXNz, Bearer {SERVICE_KEY}"],
+    ],
+)
+def test_two_authorizations_are_400_and_burn_nothing(
+    http: httpx.Client,
+    redis_sync: redis.Redis,
+    authorizations: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", "ticketd.service")
+    ticket = mint(http)
+    response = http.post(
+        "/v1/tickets/redeem",
+        headers=[("Authorization", value) for value in authorizations],
+        json={"ticket": ticket, "origin": APP_ORIGIN, "audience": "chat"},
+    )
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_authorization")
+    assert len(ticket_keys(redis_sync)) == 1
+    assert "redeem refused code=invalid_authorization status=400" in caplog.text
+    assert SERVICE_KEY not in caplog.text
+    assert ticket not in caplog.text
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer  "])
+def test_the_bearer_scheme_is_case_insensitive(http: httpx.Client, scheme: str) -> None:
+    response = http.post(
+        "/v1/tickets/redeem",
+        headers={"Authorization": f"{scheme} {SERVICE_KEY}"},
+        json={"ticket": mint(http), "origin": APP_ORIGIN, "audience": "chat"},
+    )
+    assert response.status_code == 200, response.text

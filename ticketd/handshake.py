@@ -11,6 +11,16 @@ A ticket given twice, in any combination, is refused with ``duplicate`` before
 anything is consumed. So are requests that are not WebSocket upgrades (a link
 prefetcher's GET must not burn a ticket).
 
+**Near misses.** A parameter or token that is *almost* the ticket's (another case,
+``Ticket=`` / ``TICKET.``; a percent-encoded name or separator, ``%74icket=``,
+``ticket%3D``; whitespace or ``+`` around the name) counts as a ticket that is
+``malformed``: refused before the store, so the ticket is **not** burned (it was
+never redeemable through this request, and its 30 s lifetime bounds what a leak
+costs), and counted, so a near miss next to a real ticket is a ``duplicate``.
+:data:`TICKET_MENTION` is the same definition widened to log text (any case, any
+separator, percent-encoded values); :mod:`ticketd.redaction` redacts what it
+matches, so every near miss that reaches a server's log is redacted there.
+
 Headers are passed as ``(name, value)`` pairs, ``str`` or ``bytes`` (ASGI), so
 that repeated headers stay visible.
 """
@@ -32,6 +42,7 @@ __all__ = [
     "QUERY_PARAMETER",
     "SUBPROTOCOL",
     "SUBPROTOCOL_TICKET_PREFIX",
+    "TICKET_MENTION",
     "HeaderPairs",
     "PresentedTicket",
     "Transport",
@@ -49,6 +60,19 @@ HeaderPairs: TypeAlias = Iterable[tuple[str | bytes, str | bytes]]
 Transport: TypeAlias = Literal["query", "subprotocol"]
 
 _ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+# What a ticket parameter or token looks like, near misses included. Each letter of
+# "ticket" in either case or percent-encoded; blanks (raw, "+", encoded) around it.
+_NAME = "".join(f"(?:{c}|%{ord(c):02x}|%{ord(c.upper()):02x})" for c in QUERY_PARAMETER)
+_BLANK = r"(?:[\s+]|%(?:20|09|0a|0d|2b))"
+_QUERY_NEAR_MISS = re.compile(rf"{_BLANK}*{_NAME}{_BLANK}*(?:=|%3d)", re.IGNORECASE)
+_TOKEN_NEAR_MISS = re.compile(rf"{_NAME}\s*\.", re.IGNORECASE)
+TICKET_MENTION = re.compile(
+    rf"(?P<name>{_NAME}{_BLANK}*(?:[=.]|%3d|%2e)(?:[=.]|%3d|%2e|{_BLANK})*)"
+    r"(?P<value>(?:[A-Za-z0-9_-]|%[0-9a-f]{2}|\+)+)",
+    re.IGNORECASE,
+)
+"""A ticket name, any separator, and a value, in free text (log redaction)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +117,9 @@ def extract_ticket(target: str, headers: HeaderPairs) -> PresentedTicket:
         for token in line.split(",")
     ]
     found += [
-        (token[len(SUBPROTOCOL_TICKET_PREFIX) :], "subprotocol")
+        (token[len(SUBPROTOCOL_TICKET_PREFIX) :] if exact else "%", "subprotocol")
         for token in offered
-        if token.startswith(SUBPROTOCOL_TICKET_PREFIX)
+        if (exact := token.startswith(SUBPROTOCOL_TICKET_PREFIX)) or _TOKEN_NEAR_MISS.match(token)
     ]
     if not found:
         raise TicketRejected(Reason.MISSING)
@@ -113,18 +137,21 @@ def extract_ticket(target: str, headers: HeaderPairs) -> PresentedTicket:
 def _ticket_params(query: str) -> list[str]:
     """Raw values of every ``ticket`` parameter, percent-encoding left as it is.
 
-    A parameter whose *decoded* name is ``ticket`` counts (``%74icket=`` is a ticket
-    parameter), but its value is not decoded: a ticket is URL-safe and never needs
-    encoding, so an encoded one is refused as malformed. Extraction, log redaction
-    and the ASGI adapter's scrubbing then all see the same bytes.
+    A near miss (module docstring) counts as a ticket parameter whose value is
+    ``"%"``, which is never well formed. An exact ``ticket=`` value is not decoded
+    either: a ticket is URL-safe and never needs encoding, so an encoded one is
+    refused as malformed. Extraction, log redaction and the ASGI adapter's
+    scrubbing then all see the same bytes.
     """
     values = []
     for part in query.split("&"):
         name, _, value = part.partition("=")
-        if name == QUERY_PARAMETER or (
-            ("%" in name or "+" in name) and unquote_plus(name) == QUERY_PARAMETER
+        if name == QUERY_PARAMETER:
+            values.append(value)
+        elif _QUERY_NEAR_MISS.match(part) or (
+            ("%" in name or "+" in name) and unquote_plus(name).strip() == QUERY_PARAMETER
         ):
-            values.append(value if name == QUERY_PARAMETER else "%")  # "%": never well formed
+            values.append("%")
     return values
 
 

@@ -11,7 +11,10 @@ never sits anywhere durable. One call covers those loggers::
 
     install_redaction()          # at start-up, before or after logging is configured
 
-The filter rewrites ``ticket=<T>`` and ``ticket.<T>`` in the message, in every
+The filter rewrites ``ticket=<T>`` and ``ticket.<T>`` — and their near misses
+(``Ticket=``, ``%74icket=``, ``ticket%3D``, a percent-encoded value: the same
+definition :func:`ticketd.handshake.extract_ticket` refuses them by), and any
+free-standing well-formed 43-character ticket whatever its name — in the message, in every
 argument (uvicorn passes the path as an argument, and its access formatter needs
 the arguments intact, so they are redacted one by one; only when the ticket
 appears across message and argument, ``"ticket=%s"``, are they merged), in
@@ -36,6 +39,10 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote_plus
+
+from .handshake import TICKET_MENTION
+from .tickets import is_well_formed
 
 __all__ = [
     "DEFAULT_LOGGERS",
@@ -69,10 +76,53 @@ DEFAULT_LOGGERS: tuple[str, ...] = (
 )
 """Loggers that write request lines or handshake headers."""
 
-# ``ticket=`` in a query string, ``ticket.`` in a subprotocol list. 16+ characters:
-# shorter values are ticketd's own log ids, not tickets (43 characters).
-_PATTERN = re.compile(r"(?<![A-Za-z0-9_])(ticket[=.])[A-Za-z0-9_-]{16,}")
-_BYTES_PATTERN = re.compile(rb"(?<![A-Za-z0-9_])(ticket[=.])[A-Za-z0-9_-]{16,}")
+# Two rules, one definition of a ticket (ticketd.handshake and ticketd.tickets):
+# 1. whatever follows a ticket name, near misses included (handshake.TICKET_MENTION:
+#    "Ticket=", "%74icket=", "ticket%3D", "ticket.", percent-encoded values), when it
+#    holds 16+ URL-safe characters: shorter values are ticketd's own log ids;
+# 2. any free-standing well-formed ticket (43 characters, canonical last one), whatever
+#    the name in front of it ("?t=...", "token=...", a bare path segment).
+_MIN_VALUE = 16
+_TICKET_CHARS = re.compile(r"[A-Za-z0-9_-]")
+_BARE = r"(?:(?<![A-Za-z0-9_-])|(?<=%[0-9A-Fa-f]{2}))[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])"
+_BARE_TICKET = re.compile(_BARE)
+_BYTES_MENTION = re.compile(TICKET_MENTION.pattern.encode(), re.IGNORECASE)
+_BYTES_BARE_TICKET = re.compile(_BARE.encode())
+
+
+def _value_is_secret(value: str) -> bool:
+    return len(_TICKET_CHARS.findall(unquote_plus(value))) >= _MIN_VALUE
+
+
+def _mention(match: re.Match[str]) -> str:
+    if _value_is_secret(match["value"]):
+        return match["name"] + REDACTED
+    return match[0]
+
+
+def _bare(match: re.Match[str]) -> str:
+    return REDACTED if is_well_formed(match[0]) else match[0]
+
+
+def _redact_tickets(text: str) -> str:
+    return _BARE_TICKET.sub(_bare, TICKET_MENTION.sub(_mention, text))
+
+
+def _has_ticket(text: str) -> bool:
+    return _redact_tickets(text) != text
+
+
+def _redact_bytes(value: bytes) -> bytes:
+    def mention(match: re.Match[bytes]) -> bytes:
+        secret = _value_is_secret(match["value"].decode("latin-1"))
+        return match["name"] + REDACTED.encode() if secret else match[0]
+
+    def bare(match: re.Match[bytes]) -> bytes:
+        return REDACTED.encode() if is_well_formed(match[0].decode()) else match[0]
+
+    return _BYTES_BARE_TICKET.sub(bare, _BYTES_MENTION.sub(mention, value))
+
+
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
 # Header lines carrying credentials, as websockets' debug log writes them ("< Cookie: ...").
 # The browser sends the app's session cookie on the WebSocket handshake too.
@@ -90,19 +140,19 @@ def redact(text: str) -> str:
     >>> redact("< Cookie: session=abc.def.ghi")
     '< Cookie: [redacted]'
     """
-    return _HEADER_LINE.sub(rf"\g<1>{REDACTED}", _PATTERN.sub(rf"\g<1>{REDACTED}", text))
+    return _HEADER_LINE.sub(rf"\g<1>{REDACTED}", _redact_tickets(text))
 
 
 def _redact_arg(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, bytes | bytearray):
-        return _BYTES_PATTERN.sub(rb"\g<1>" + REDACTED.encode(), bytes(value))
+        return _redact_bytes(bytes(value))
     if value is None or isinstance(value, int | float):
         return value
     # Objects (URLs, requests) are formatted later by %s or %r: check both.
     text, representation = str(value), repr(value)
-    if _PATTERN.search(text) or _PATTERN.search(representation):
+    if _has_ticket(text) or _has_ticket(representation):
         return redact(text)
     return value
 
@@ -128,7 +178,7 @@ class TicketRedactionFilter(logging.Filter):
                 message = ""
             # "ticket=%s" with the bare ticket as argument, or "< %s: %s" with a header
             # name and its value as two arguments: only the merged message shows them.
-            if _PATTERN.search(message) or _HEADER_LINE.search(message):
+            if _has_ticket(message) or _HEADER_LINE.search(message):
                 record.msg, record.args = redact(message), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)

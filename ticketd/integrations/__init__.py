@@ -1,15 +1,15 @@
 """Framework adapters: each returns its framework's own hook, all with one rejection mapping.
 
-===========================================  ==========================================
+===========================================  ================================================
 module                                       hook
-===========================================  ==========================================
-:mod:`ticketd.integrations.websockets`       ``process_request`` for ``websockets.asyncio``
-:mod:`ticketd.integrations.websockets_sync`  ``process_request`` for ``websockets.sync``
+===========================================  ================================================
+:mod:`ticketd.integrations.websockets`       ``process_response`` for ``websockets.asyncio``
+:mod:`ticketd.integrations.websockets_sync`  ``process_response`` for ``websockets.sync``
 :mod:`ticketd.integrations.asgi`             ASGI middleware (Starlette, FastAPI, any server)
 :mod:`ticketd.integrations.starlette`        per-route FastAPI/Starlette dependency
 :mod:`ticketd.integrations.aiohttp`          ``check_ticket(request, verifier)``
 :mod:`ticketd.integrations.channels`         Django Channels middleware stack
-===========================================  ==========================================
+===========================================  ================================================
 
 Every adapter refuses non-upgrade requests (400) and missing, duplicate or
 malformed tickets (401/400) without touching the store, redeems with the single

@@ -29,11 +29,15 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "ticketd.integrations.aiohttp needs aiohttp: pip install 'ticketd[aiohttp]'"
     ) from exc
 
+from collections.abc import Iterable
+
 from ..handshake import SUBPROTOCOL
+from ..hosts import HostAllowlist
 from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Denied, admit
+from ._hosts import allowlist_of, refuse_host
 
 __all__ = ["CLAIMS_KEY", "PROTOCOLS", "check_ticket"]
 
@@ -47,6 +51,7 @@ _ERRORS: dict[int, type[web.HTTPException]] = {
     400: web.HTTPBadRequest,
     401: web.HTTPUnauthorized,
     403: web.HTTPForbidden,
+    421: web.HTTPMisdirectedRequest,
     503: web.HTTPServiceUnavailable,
 }
 
@@ -56,11 +61,13 @@ async def check_ticket(
     verifier: TicketVerifier,
     *,
     audience: str | None = None,
+    allowed_hosts: Iterable[str] | HostAllowlist | None = None,
     redact_logs: bool = True,
 ) -> Claims:
     """Redeem the handshake's ticket, or raise the HTTP error to answer with.
 
-    ::
+    ``allowed_hosts`` (:mod:`ticketd.hosts`; pass a ``HostAllowlist`` built once)
+    refuses an unlisted ``Host`` with 421 before the ticket is looked at. ::
 
         claims = await check_ticket(request, verifier, audience="chat")
 
@@ -68,7 +75,7 @@ async def check_ticket(
     """
     if redact_logs:
         install_redaction()
-    outcome = await admit(
+    outcome = refuse_host(request.raw_headers, allowlist_of(allowed_hosts)) or await admit(
         verifier,
         method=request.method,
         target=request.path_qs,

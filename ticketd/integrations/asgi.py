@@ -40,14 +40,16 @@ the upgrade headers the server received are still checked.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, TypeAlias
 
 from ..handshake import QUERY_PARAMETER
+from ..hosts import HostAllowlist
 from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, admit, is_ticket_subprotocol
+from ._hosts import allowlist_of, refuse_host
 
 __all__ = [
     "CLAIMS_KEY",
@@ -63,6 +65,7 @@ __all__ = [
     "check_scope",
     "claims_from_scope",
     "deny",
+    "handshake_headers",
     "ticket_subprotocol",
 ]
 
@@ -80,9 +83,12 @@ STATE_KEY = "ticket_claims"
 class TicketMiddleware:
     """Refuse ``websocket`` scopes without a valid ticket; pass the claims on in the scope.
 
-    ::
+    ``allowed_hosts`` (see :mod:`ticketd.hosts`) also refuses handshakes whose
+    ``Host`` is not listed (421) before any ticket is looked at; two ``Host``
+    headers are refused (400) with or without it. ::
 
-        app = TicketMiddleware(app, verifier=verifier, audience="chat")
+        app = TicketMiddleware(app, verifier=verifier, audience="chat",
+                               allowed_hosts=["rt.example.com"])
     """
 
     def __init__(
@@ -91,6 +97,7 @@ class TicketMiddleware:
         verifier: TicketVerifier,
         *,
         audience: str | None = None,
+        allowed_hosts: Iterable[str] | HostAllowlist | None = None,
         redact_logs: bool = True,
     ) -> None:
         if redact_logs:  # the server logs the handshake before the app runs
@@ -98,12 +105,15 @@ class TicketMiddleware:
         self.app = app
         self.verifier = verifier
         self.audience = audience
+        self.allowed_hosts = allowlist_of(allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
-        outcome = await check_scope(self.verifier, scope, audience=self.audience)
+        outcome = await check_scope(
+            self.verifier, scope, audience=self.audience, allowed_hosts=self.allowed_hosts
+        )
         if isinstance(outcome, Denied):
             await deny(scope, receive, send, outcome)
             return
@@ -111,18 +121,46 @@ class TicketMiddleware:
 
 
 async def check_scope(
-    verifier: TicketVerifier, scope: Scope, *, audience: str | None = None
+    verifier: TicketVerifier,
+    scope: Scope,
+    *,
+    audience: str | None = None,
+    allowed_hosts: HostAllowlist | None = None,
 ) -> Admitted | Denied:
     """Run the shared check on an ASGI ``websocket`` scope (redeems the ticket)."""
     client = scope.get("client")
+    headers = handshake_headers(scope)
+    refused = refuse_host(headers, allowed_hosts)
+    if refused is not None:
+        return refused
     return await admit(
         verifier,
         method="GET",
         target="?" + bytes(scope.get("query_string", b"")).decode("latin-1"),
-        headers=scope.get("headers", []),
+        headers=headers,
         audience=audience,
         client_ip=client[0] if client else None,
     )
+
+
+def handshake_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """The handshake's headers as the client sent them, wherever the server put them.
+
+    Servers disagree on where the offered subprotocols go: uvicorn's ``websockets``
+    and ``websockets-sansio`` backends (and hypercorn, daphne) keep the
+    ``Sec-WebSocket-Protocol`` header in ``scope["headers"]`` *and* list the tokens
+    in ``scope["subprotocols"]``; uvicorn's ``wsproto`` backend drops the header and
+    fills only ``scope["subprotocols"]``. The header wins when there is one (it shows
+    repeated headers as sent); otherwise the list becomes one header line, so a ticket
+    offered as a subprotocol is found, and counted, under every server.
+    """
+    headers = [(bytes(k), bytes(v)) for k, v in scope.get("headers", [])]
+    if any(name.lower() == b"sec-websocket-protocol" for name, _ in headers):
+        return headers
+    offered = [str(token) for token in scope.get("subprotocols") or ()]
+    if offered:
+        headers.append((b"sec-websocket-protocol", ", ".join(offered).encode("latin-1")))
+    return headers
 
 
 async def deny(scope: Scope, receive: Receive, send: Send, denied: Denied) -> None:

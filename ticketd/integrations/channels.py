@@ -30,6 +30,9 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "ticketd.integrations.channels needs channels: pip install 'ticketd[channels]'"
     ) from exc
 
+from collections.abc import Iterable
+
+from ..hosts import HostAllowlist
 from ..verifier import TicketVerifier
 from .asgi import ASGIApp, TicketMiddleware, claims_from_scope, ticket_subprotocol
 
@@ -48,6 +51,7 @@ def TicketAuthMiddlewareStack(
     verifier: TicketVerifier,
     *,
     audience: str | None = None,
+    allowed_hosts: Iterable[str] | HostAllowlist | None = None,
     redact_logs: bool = True,
 ) -> TicketMiddleware:
     """The middleware stack for Channels WebSocket routes (a ticket check, no cookie auth).
@@ -56,4 +60,6 @@ def TicketAuthMiddlewareStack(
 
         TicketAuthMiddlewareStack(URLRouter(websocket_urlpatterns), verifier, audience="chat")
     """
-    return TicketMiddleware(inner, verifier, audience=audience, redact_logs=redact_logs)
+    return TicketMiddleware(
+        inner, verifier, audience=audience, allowed_hosts=allowed_hosts, redact_logs=redact_logs
+    )

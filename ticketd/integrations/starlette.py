@@ -24,7 +24,7 @@ extension when the server supports it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 try:
@@ -36,10 +36,12 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "ticketd.integrations.starlette needs starlette: pip install 'ticketd[server]'"
     ) from exc
 
+from ..hosts import HostAllowlist
 from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Denied
+from ._hosts import allowlist_of
 from .asgi import CLAIMS_KEY, STATE_KEY, SUBPROTOCOL_KEY, check_scope
 
 __all__ = ["TicketDenied", "install", "require_ticket", "ticket_denied_handler"]
@@ -54,12 +56,17 @@ class TicketDenied(WebSocketException):
 
 
 def require_ticket(
-    verifier: TicketVerifier, *, audience: str | None = None, redact_logs: bool = True
+    verifier: TicketVerifier,
+    *,
+    audience: str | None = None,
+    allowed_hosts: Iterable[str] | HostAllowlist | None = None,
+    redact_logs: bool = True,
 ) -> Callable[[WebSocket], Awaitable[Claims]]:
     """A dependency returning the claims of the handshake's ticket (redeemed on call).
 
     It also fills ``scope["ticketd.claims"]`` and ``scope["ticketd.subprotocol"]``
-    like :class:`~ticketd.integrations.asgi.TicketMiddleware`::
+    like :class:`~ticketd.integrations.asgi.TicketMiddleware`, and takes the same
+    ``allowed_hosts``::
 
         async def chat(websocket: WebSocket, claims: Claims = Depends(require_ticket(v))): ...
 
@@ -67,9 +74,12 @@ def require_ticket(
     """
     if redact_logs:
         install_redaction()
+    hosts = allowlist_of(allowed_hosts)
 
     async def ticket_claims(websocket: WebSocket) -> Claims:
-        outcome = await check_scope(verifier, websocket.scope, audience=audience)
+        outcome = await check_scope(
+            verifier, websocket.scope, audience=audience, allowed_hosts=hosts
+        )
         if isinstance(outcome, Denied):
             raise TicketDenied(outcome)
         websocket.scope[CLAIMS_KEY] = outcome.claims

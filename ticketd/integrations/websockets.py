@@ -1,8 +1,8 @@
 """Ticket checks for ``websockets`` servers (``websockets >= 14``, ``websockets.asyncio``).
 
-:func:`ticket_auth` returns a ``process_request`` hook, like websockets' own
-``basic_auth()``; :func:`select_subprotocol` answers ``ticketd.v1`` (never the
-ticket-bearing token) for clients using the subprotocol transport::
+:func:`ticket_auth` returns a ``process_response`` hook; :func:`select_subprotocol`
+answers ``ticketd.v1`` (never the ticket-bearing token) for clients using the
+subprotocol transport::
 
     from websockets.asyncio.server import serve
     from ticketd.integrations.websockets import claims_of, select_subprotocol, ticket_auth
@@ -13,28 +13,32 @@ ticket-bearing token) for clients using the subprotocol transport::
 
     async with serve(
         handler, "", 8001,
-        process_request=ticket_auth(verifier),
+        process_response=ticket_auth(verifier),
         select_subprotocol=select_subprotocol,
     ) as server:
         await server.serve_forever()
 
-websockets validates the handshake only after ``process_request`` has run, so the
-hook first checks the request exactly as websockets will (``ServerProtocol.
-process_request``, which also calls your ``select_subprotocol``): a handshake that
-websockets is going to refuse never burns a ticket. The blocking variant for
+Why ``process_response`` and not ``process_request``: websockets' handshake runs
+``process_request`` → ``accept`` (validates the request, calls
+``select_subprotocol`` once) → ``process_response``, all documented. Only in
+``process_response`` is it known, without calling websockets internals, whether
+websockets accepts the handshake (a 101) and which subprotocol it selected; so
+the ticket is redeemed there, and a handshake websockets refuses never burns one.
+The hook replaces the 101 with the refusal (``connection.respond``) when the
+ticket is refused. Passed as ``process_request`` by mistake, it refuses every
+handshake with 500 and says why in the log. The blocking variant for
 ``websockets.sync.server`` is :mod:`ticketd.integrations.websockets_sync`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 try:
     from websockets.asyncio.server import ServerConnection
     from websockets.http11 import Request, Response
-    from websockets.server import ServerProtocol
     from websockets.typing import Subprotocol
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError(
@@ -42,13 +46,16 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from ..handshake import SUBPROTOCOL, PresentedTicket
+from ..hosts import HostAllowlist
 from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, is_ticket_subprotocol, present, redeem
+from ._hosts import allowlist_of, refuse_host
 
 __all__ = [
     "CLAIMS_ATTRIBUTE",
+    "MISPLACED_HOOK",
     "check_before_redeem",
     "claims_of",
     "finish",
@@ -60,14 +67,14 @@ __all__ = [
 
 _logger = logging.getLogger("ticketd.integrations")
 
+_SWITCHING_PROTOCOLS = 101
+
 CLAIMS_ATTRIBUTE = "ticket_claims"
 """Attribute of the connection holding the :class:`~ticketd.Claims` after a successful check."""
 
 
 class _Connection(Protocol):
     """What the asyncio and sync ``ServerConnection`` classes have in common here."""
-
-    protocol: ServerProtocol
 
     @property
     def remote_address(self) -> Any: ...
@@ -76,25 +83,33 @@ class _Connection(Protocol):
 
 
 def ticket_auth(
-    verifier: TicketVerifier, *, audience: str | None = None, redact_logs: bool = True
-) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
-    """Build a ``process_request`` hook that redeems the handshake's ticket.
+    verifier: TicketVerifier,
+    *,
+    audience: str | None = None,
+    allowed_hosts: Iterable[str] | HostAllowlist | None = None,
+    redact_logs: bool = True,
+) -> Callable[[ServerConnection, Request, Response | None], Awaitable[Response | None]]:
+    """Build a ``process_response`` hook that redeems the handshake's ticket.
 
     On success the claims are on the connection (:func:`claims_of`) and ``None``
-    is returned so websockets completes the handshake; otherwise an HTTP response
-    (400/401/403/503, body ``ticket rejected``) is returned instead of 101.
-    ``audience`` overrides the verifier's expected audience. Building the hook turns on
-    :func:`~ticketd.redaction.install_redaction` (idempotent); ``redact_logs=False``
-    leaves logging alone. ::
+    is returned so websockets sends its 101; otherwise an HTTP response
+    (400/401/403/503, body ``ticket rejected``) is returned instead.
+    ``audience`` overrides the verifier's expected audience; ``allowed_hosts``
+    (:mod:`ticketd.hosts`) refuses unlisted ``Host`` headers with 421 first. Building
+    the hook turns on :func:`~ticketd.redaction.install_redaction` (idempotent);
+    ``redact_logs=False`` leaves logging alone. ::
 
-        serve(handler, process_request=ticket_auth(verifier, audience="chat"),
+        serve(handler, process_response=ticket_auth(verifier, audience="chat"),
               select_subprotocol=select_subprotocol)
     """
     if redact_logs:
         install_redaction()
+    hosts = allowlist_of(allowed_hosts)
 
-    async def process_request(connection: ServerConnection, request: Request) -> Response | None:
-        presented = check_before_redeem(connection, request)
+    async def process_response(
+        connection: ServerConnection, request: Request, response: Response | None = None
+    ) -> Response | None:
+        presented = check_before_redeem(connection, request, response, hosts)
         if not isinstance(presented, PresentedTicket):
             return presented
         outcome = await redeem(
@@ -106,7 +121,7 @@ def ticket_auth(
         )
         return finish(connection, outcome)
 
-    return process_request
+    return process_response
 
 
 def select_subprotocol(connection: Any, subprotocols: Sequence[Subprotocol]) -> Subprotocol | None:
@@ -137,23 +152,36 @@ def claims_of(connection: object) -> Claims:
     return claims
 
 
-def check_before_redeem(
-    connection: _Connection, request: Request
-) -> PresentedTicket | Response | None:
-    """Find the ticket and make sure websockets will accept this handshake (no store call).
+MISPLACED_HOOK = (
+    "ticket_auth() builds a process_response hook: "
+    "serve(..., process_response=ticket_auth(verifier), select_subprotocol=select_subprotocol)"
+)
 
-    ``None`` means websockets is about to refuse the handshake itself.
+
+def check_before_redeem(
+    connection: _Connection,
+    request: Request,
+    response: Response | None,
+    allowed_hosts: HostAllowlist | None = None,
+) -> PresentedTicket | Response | None:
+    """Find the ticket and check websockets' own answer before redeeming (no store call).
+
+    ``response`` is what websockets' ``accept()`` built. ``None`` (the result) means
+    keep websockets' response: it refused the handshake itself.
     """
-    headers = request.headers.raw_items()
+    if response is None:  # called as process_request: no accept() result to look at
+        raise TypeError(MISPLACED_HOOK)
+    headers = list(request.headers.raw_items())
+    refused = refuse_host(headers, allowed_hosts)
+    if refused is not None:
+        return respond(connection, refused)
     presented = present("GET", request.path, headers)
     if isinstance(presented, Denied):
         return respond(connection, presented)
-    try:
-        # A dry run of the checks ServerProtocol.accept() makes after this hook.
-        _, _, selected = connection.protocol.process_request(request)
-    except Exception:  # websockets refuses it right after this hook, with its own status
+    if response.status_code != _SWITCHING_PROTOCOLS:
         _logger.info("websocket handshake invalid for websockets; ticket not redeemed")
         return None
+    selected = response.headers.get("Sec-WebSocket-Protocol")
     if selected is not None and is_ticket_subprotocol(selected):
         _logger.error("select_subprotocol chose a ticket-bearing token; refusing the handshake")
         return connection.respond(500, "server misconfigured\n")

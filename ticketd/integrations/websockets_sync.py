@@ -10,14 +10,14 @@ The same hook as :mod:`ticketd.integrations.websockets`, redeeming with a
     def handler(connection):
         connection.send(f"hello {claims_of(connection).subject}")
 
-    with serve(handler, "", 8001, process_request=ticket_auth(verifier),
+    with serve(handler, "", 8001, process_response=ticket_auth(verifier),
                select_subprotocol=select_subprotocol) as server:
         server.serve_forever()
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 try:
     from websockets.http11 import Request, Response
@@ -28,31 +28,40 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from ..handshake import PresentedTicket
+from ..hosts import HostAllowlist
 from ..redaction import install_redaction
 from ..verifier import BlockingTicketVerifier
 from ._common import redeem_blocking
+from ._hosts import allowlist_of
 from .websockets import check_before_redeem, claims_of, finish, peer_ip, select_subprotocol
 
 __all__ = ["claims_of", "select_subprotocol", "ticket_auth"]
 
 
 def ticket_auth(
-    verifier: BlockingTicketVerifier, *, audience: str | None = None, redact_logs: bool = True
-) -> Callable[[ServerConnection, Request], Response | None]:
-    """Build a blocking ``process_request`` hook; the sync twin of the asyncio ``ticket_auth``.
+    verifier: BlockingTicketVerifier,
+    *,
+    audience: str | None = None,
+    allowed_hosts: Iterable[str] | HostAllowlist | None = None,
+    redact_logs: bool = True,
+) -> Callable[[ServerConnection, Request, Response | None], Response | None]:
+    """Build a blocking ``process_response`` hook; the sync twin of the asyncio ``ticket_auth``.
 
     ::
 
-        serve(handler, process_request=ticket_auth(blocking_verifier),
+        serve(handler, process_response=ticket_auth(blocking_verifier),
               select_subprotocol=select_subprotocol)
 
     Turns on log redaction unless ``redact_logs=False``, like the asyncio hook.
     """
     if redact_logs:
         install_redaction()
+    hosts = allowlist_of(allowed_hosts)
 
-    def process_request(connection: ServerConnection, request: Request) -> Response | None:
-        presented = check_before_redeem(connection, request)
+    def process_response(
+        connection: ServerConnection, request: Request, response: Response | None = None
+    ) -> Response | None:
+        presented = check_before_redeem(connection, request, response, hosts)
         if not isinstance(presented, PresentedTicket):
             return presented
         outcome = redeem_blocking(
@@ -64,4 +73,4 @@ def ticket_auth(
         )
         return finish(connection, outcome)
 
-    return process_request
+    return process_response

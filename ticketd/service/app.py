@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from . import probes
+from .edge import RequestGuard
 from .mint import PROBLEM_CODES as MINT_PROBLEMS
 from .mint import MintEndpoint
 from .mint import mint as mint_ticket
@@ -37,9 +38,13 @@ __all__ = ["create_app", "redis_options"]
 _logger = logging.getLogger("ticketd.service")
 
 
+_EVERY_REQUEST = ("duplicate_host", "host_not_allowed")
+"""Problems any route can answer (edge.RequestGuard, before routing)."""
+
+
 def _problem_docs(*codes: str) -> dict[int | str, dict[str, Any]]:
     docs: dict[int | str, dict[str, Any]] = {}
-    for code in codes:
+    for code in (*codes, *_EVERY_REQUEST):
         problem = PROBLEMS[code]
         entry = docs.setdefault(
             problem.status,
@@ -101,8 +106,12 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # A redirect would build its Location from the Host header; and the raw path
+        # must be canonical anyway (RequestGuard), so there is nothing to redirect.
+        redirect_slashes=False,
     )
     app.state.service = service
+    app.add_middleware(RequestGuard, service=service)
 
     mint_body = {
         "content": {"application/json": {"schema": MintRequest.model_json_schema()}},
@@ -135,7 +144,13 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
         openapi_extra={"requestBody": redeem_body, "security": [{"serviceKey": []}]},
         responses=_problem_docs(*REDEEM_PROBLEMS),
     )
-    app.add_api_route("/livez", livez, methods=["GET"], summary="Process is alive")
+    app.add_api_route(
+        "/livez",
+        livez,
+        methods=["GET"],
+        summary="Process is alive",
+        responses=_problem_docs(),
+    )
     app.add_api_route(
         "/readyz",
         readyz,
@@ -153,7 +168,8 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
             200: {
                 "content": {"text/plain": {"schema": {"type": "string"}}},
                 "description": "Prometheus text exposition format",
-            }
+            },
+            **_problem_docs(),
         },
     )
     app.add_api_route(
@@ -166,7 +182,8 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
             200: {
                 "content": {"text/javascript": {"schema": {"type": "string"}}},
                 "description": "The ES module",
-            }
+            },
+            **_problem_docs(),
         },
     )
 

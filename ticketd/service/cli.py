@@ -170,6 +170,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from . import create_app
     from .logconfig import configure_logging, logging_config
+    from .server import bounded_http_protocol, configure_header_limits
     from .settings import ConfigError, load_settings
 
     sources = _dev_environment(args.host, args.port) if args.dev else {}
@@ -179,6 +180,10 @@ def _serve(args: argparse.Namespace) -> int:
         _print_config_errors(exc.problems)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    configure_header_limits(
+        max_header_bytes=settings.max_header_bytes, header_timeout=settings.header_timeout
+    )
+    http = bounded_http_protocol(args.http)
     log_config = logging_config(settings.log_level, settings.log_format)
     if args.workers > 1:
         if settings.embedded:
@@ -202,6 +207,7 @@ def _serve(args: argparse.Namespace) -> int:
                 log_config=log_config,
                 proxy_headers=False,
                 server_header=False,
+                http=http,
             )
         except KeyboardInterrupt:
             return _INTERRUPTED
@@ -225,6 +231,7 @@ def _serve(args: argparse.Namespace) -> int:
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=args.graceful_timeout,
+        http=http,
     )
     started = _started_hook(settings, app.state.service, banner)
     try:
@@ -237,9 +244,14 @@ def _serve(args: argparse.Namespace) -> int:
 def app_from_environment() -> object:
     """Application factory for uvicorn workers (each worker reads the environment)."""
     from . import create_app
+    from .server import configure_header_limits
     from .settings import load_settings
 
-    return create_app(load_settings())
+    settings = load_settings()
+    configure_header_limits(
+        max_header_bytes=settings.max_header_bytes, header_timeout=settings.header_timeout
+    )
+    return create_app(settings)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -327,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=20.0,
         help="seconds to let in-flight requests finish at shutdown",
+    )
+    serve.add_argument(
+        "--http",
+        choices=("auto", "h11", "httptools"),
+        default="auto",
+        help="HTTP parser (both bound request headers: TICKETD_MAX_HEADER_BYTES, "
+        "TICKETD_HEADER_TIMEOUT)",
     )
     serve.add_argument(
         "--dev",

@@ -45,9 +45,17 @@ PROBLEMS: dict[str, Problem] = {
         Problem("method_not_allowed", 405, "Method not allowed"),
         Problem("not_found", 404, "Not found"),
         Problem("invalid_service_key", 401, "Service key missing or invalid"),
+        Problem("invalid_authorization", 400, "Authorization header repeated or malformed"),
         Problem("redeem_disabled", 404, "Redeem endpoint disabled"),
         Problem("not_ready", 503, "Not ready"),
         Problem("internal_error", 500, "Internal error"),
+        # Answered by ticketd serve's HTTP protocol before any route (see server.py).
+        Problem("headers_too_large", 431, "Request headers too large"),
+        Problem("header_timeout", 408, "Request headers not received in time"),
+        # Every request, before routing (see edge.py).
+        Problem("host_not_allowed", 421, "Host not served here"),
+        Problem("duplicate_host", 400, "More than one Host header"),
+        Problem("non_canonical_path", 400, "Request path is not in canonical form"),
         # Redeem outcomes, for trusted services only (see REJECTION_STATUS).
         Problem("missing", 401, "Ticket missing"),
         Problem("duplicate", 400, "Ticket given more than once"),

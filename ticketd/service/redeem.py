@@ -1,13 +1,15 @@
 """``POST /v1/tickets/redeem``: redeem for trusted services not written in Python.
 
 Authenticated with a bearer service key (``TICKETD_SERVICE_KEYS``, several for
-rotation, each compared in constant time). The reason of a refusal is returned as
+rotation, each compared in constant time); exactly one ``Authorization`` header,
+:func:`bearer_credential`. The reason of a refusal is returned as
 the problem ``code``: the caller is trusted and must not pass it to the browser.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import time
 
 from fastapi import Request
@@ -19,10 +21,11 @@ from .requests import is_json, read_body, refuse, request_id
 from .runtime import Service
 from .schemas import RedeemRequest
 
-__all__ = ["PROBLEM_CODES", "redeem"]
+__all__ = ["PROBLEM_CODES", "bearer_credential", "redeem"]
 
 PROBLEM_CODES = (
     "invalid_service_key",
+    "invalid_authorization",
     "missing",
     "malformed",
     "invalid",
@@ -40,14 +43,41 @@ PROBLEM_CODES = (
 """Every problem ``POST /v1/tickets/redeem`` answers with (spec, README and test read this)."""
 
 
-def _service_key_ok(service: Service, request: Request) -> bool:
+_BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +(?P<credential>[^\s,]+)")
+
+
+def bearer_credential(values: list[str]) -> str | None:
+    """The credential of the request's ``Authorization`` headers.
+
+    Exactly one header ``Bearer <credential>`` (the scheme in any case, RFC 9110)
+    gives the credential; no header, or another scheme, gives ``None`` (401 with
+    ``WWW-Authenticate``). :class:`ValueError` (400 ``invalid_authorization``) for
+    more than one header (``"two_headers"``: servers and proxies would read them
+    differently: first wins, last wins, comma-joined) and for a value carrying
+    more than one credential (``"malformed"``: ``Bearer a, Bearer b``, ``Bearer a b``).
+    """
+    if len(values) > 1:
+        raise ValueError("two_headers")
+    if not values:
+        return None
+    value = values[0].strip()
+    if value.lower() == "bearer":  # no credential at all
+        return None
+    if value.split(" ", 1)[0].lower() != "bearer":
+        if "," in value:
+            raise ValueError("malformed")
+        return None
+    match = _BEARER.fullmatch(value)
+    if match is None:
+        raise ValueError("malformed")
+    return match["credential"]
+
+
+def _service_key_ok(service: Service, candidate: str) -> bool:
     """A bearer key equal to one of the configured keys, each compared in constant time."""
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not presented:
-        return False
-    candidate = presented.strip().encode()
+    presented = candidate.encode()
     # Compare against every key, in constant time each, without an early exit.
-    matches = [hmac.compare_digest(candidate, key) for key in service.service_keys]
+    matches = [hmac.compare_digest(presented, key) for key in service.service_keys]
     return any(matches)
 
 
@@ -64,7 +94,13 @@ async def _redeem(service: Service, request: Request) -> Response:
     rid = request_id(request)
     if not service.service_keys:
         return refuse(service.metrics, "redeem_disabled", rid, where="redeem")
-    if not _service_key_ok(service, request):
+    try:
+        credential = bearer_credential(request.headers.getlist("authorization"))
+    except ValueError as exc:
+        return refuse(
+            service.metrics, "invalid_authorization", rid, where="redeem", detail=f"why={exc}"
+        )
+    if credential is None or not _service_key_ok(service, credential):
         return refuse(
             service.metrics,
             "invalid_service_key",

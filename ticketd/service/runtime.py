@@ -63,6 +63,7 @@ class Service:
         self.verifier = TicketVerifier(self.store, key_prefix=settings.key_prefix)
         self.allowlist = settings.allowlist()
         self.origins = OriginCheck(self.allowlist)
+        self.allowed_hosts = settings.host_allowlist()
         self.sessions = SessionVerifier(
             settings.session_format,
             secret=_required(settings.session_secret).get_secret_value(),

@@ -24,6 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from ..hosts import HostAllowlist, HostPattern
 from ..issuer import validate_audience
 from ..origins import OriginAllowlist, OriginPattern
 from .redis_url import redis_url_problem
@@ -117,6 +118,11 @@ class Settings(BaseSettings):
     rate_limit_per_ip: str = "120/minute"
     max_outstanding_per_subject: int = Field(default=20, ge=0)
 
+    # HTTP server
+    allowed_hosts: CommaList = Field(default_factory=list)
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
+
     # Logs
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
@@ -137,6 +143,7 @@ class Settings(BaseSettings):
         "redis_sentinels",
         "audiences",
         "allowed_origins",
+        "allowed_hosts",
         "trusted_proxies",
         "session_secret_fallbacks",
         "service_keys",
@@ -161,6 +168,13 @@ class Settings(BaseSettings):
                 OriginPattern.parse(item)
             except ValueError as exc:  # InvalidOrigin; an origin is not a secret: quote it
                 raise ValueError(f"entry {position} {item!r}: {exc}") from None
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for item in value:
+            HostPattern.parse(item)  # ValueError says what is wrong
         return value
 
     @field_validator("audiences")
@@ -247,6 +261,9 @@ class Settings(BaseSettings):
 
     def allowlist(self) -> OriginAllowlist:
         return OriginAllowlist(self.allowed_origins)
+
+    def host_allowlist(self) -> HostAllowlist:
+        return HostAllowlist(self.allowed_hosts)
 
 
 class ConfigError(Exception):
