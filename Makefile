@@ -54,3 +54,29 @@ demo: $(SERVER_STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+
+# Container image (deploy/Dockerfile) with docker or podman, whichever is installed
+# (podman when both are: it needs no daemon). No image is published: push your own
+# build (deploy/README.md). BASE_IMAGE overrides the Dockerfile's pinned Python base.
+IMAGE ?= ticketd:dev
+BASE_IMAGE ?=
+CONTAINER_ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+RUNC := $(shell command -v runc 2>/dev/null)
+# Debian's podman on cgroup v1 hosts: runc (crun refuses them) and cgroupfs.
+PODMAN_FLAGS ?= $(if $(RUNC),--runtime $(RUNC)) --cgroup-manager=cgroupfs
+# --format docker keeps HEALTHCHECK (OCI images drop it); the fixed ulimits are
+# what podman can set here; the host CA bundle lets pip reach PyPI through a TLS proxy.
+CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+PODMAN_BUILD_FLAGS ?= --format docker --network host \
+	--ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
+	$(if $(CA_BUNDLE),-v $(CA_BUNDLE):$(CA_BUNDLE):ro)
+IMAGE_BUILD_ARGS := $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE))
+
+.PHONY: image
+image:
+ifeq ($(notdir $(CONTAINER_ENGINE)),podman)
+	$(CONTAINER_ENGINE) $(PODMAN_FLAGS) build $(PODMAN_BUILD_FLAGS) $(IMAGE_BUILD_ARGS) \
+		-f deploy/Dockerfile -t $(IMAGE) .
+else
+	$(CONTAINER_ENGINE) build $(IMAGE_BUILD_ARGS) -f deploy/Dockerfile -t $(IMAGE) .
+endif

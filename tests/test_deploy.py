@@ -13,6 +13,7 @@ Nothing here needs a network or a container engine. ``kubectl`` (for
 from __future__ import annotations
 
 import copy
+import json
 import secrets
 import shlex
 import shutil
@@ -182,6 +183,36 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     return instructions
 
 
+def from_images(path: Path) -> list[str]:
+    """The image of every FROM, with ``${ARG}`` replaced by the ARG's default.
+
+    Only ARGs declared before the first FROM are in scope for FROM lines.
+    """
+    defaults: dict[str, str] = {}
+    images: list[str] = []
+    for keyword, args in dockerfile_instructions(path):
+        if keyword == "ARG" and not images:
+            name, _, default = args.partition("=")
+            defaults[name] = default
+        elif keyword == "FROM":
+            image = args.split()[0]
+            for name, default in defaults.items():
+                image = image.replace(f"${{{name}}}", default)
+            assert "$" not in image, f"FROM uses an ARG without a default: {args}"
+            images.append(image)
+    return images
+
+
+def test_from_images_resolves_the_base_argument(tmp_path: Path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(
+        "ARG BASE_IMAGE=python:3.12.8-slim-bookworm\nFROM ${BASE_IMAGE} AS a\nFROM ${OTHER}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(AssertionError, match="without a default"):
+        from_images(dockerfile)
+
+
 def test_dockerfile_passes_hadolint() -> None:
     result = hadolint(DEPLOY / "Dockerfile")
     assert result.returncode == 0, output(result)
@@ -204,10 +235,12 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
 
 def test_dockerfile_contract() -> None:
     instructions = dockerfile_instructions(DEPLOY / "Dockerfile")
-    froms = [args for keyword, args in instructions if keyword == "FROM"]
+    froms = from_images(DEPLOY / "Dockerfile")
     assert len(froms) >= 2, "expected a multi-stage build"
-    for args in froms:
-        image = args.split()[0]
+    # The base is a build argument (the container test swaps in a stand-in);
+    # its default is the official image.
+    assert ("ARG", "BASE_IMAGE=python:3.12.8-slim-bookworm") in instructions
+    for image in froms:
         name, _, tag = image.partition(":")
         assert name == "python", image
         # A patch-level tag (3.12.8-slim-...), not a moving one like 3.12-slim or latest.
@@ -256,11 +289,10 @@ def test_dockerfile_matches_the_package() -> None:
     ]
     assert any("'.[server]'" in args for args in runs), runs
     minimum = project["requires-python"].removeprefix(">=")
-    for keyword, args in dockerfile_instructions(DEPLOY / "Dockerfile"):
-        if keyword == "FROM":
-            version = args.split()[0].partition(":")[2].partition("-")[0]
-            as_tuple = tuple(int(part) for part in version.split("."))
-            assert as_tuple >= tuple(int(part) for part in minimum.split(".")), args
+    for image in from_images(DEPLOY / "Dockerfile"):
+        version = image.partition(":")[2].partition("-")[0]
+        as_tuple = tuple(int(part) for part in version.split("."))
+        assert as_tuple >= tuple(int(part) for part in minimum.split(".")), image
 
 
 def test_dockerignore_is_an_allowlist() -> None:
@@ -293,7 +325,13 @@ def deploy_yaml_files() -> list[Path]:
 def test_deploy_yaml_passes_yamllint() -> None:
     files = deploy_yaml_files()
     names = {path.relative_to(DEPLOY).as_posix() for path in files}
-    assert {"compose.yaml", "k8s/base/deployment.yaml", "hadolint.yaml"} <= names, names
+    assert {
+        "compose.yaml",
+        "k8s/base/deployment.yaml",
+        "hadolint.yaml",
+        "prometheus/alerts.yaml",
+        "prometheus/alerts.test.yaml",
+    } <= names, names
     result = yamllint(*files)
     assert result.returncode == 0, output(result)
 
@@ -305,6 +343,21 @@ def test_yamllint_catches_mistakes(tmp_path: Path) -> None:
     assert result.returncode != 0, output(result)
     for rule in ("key-duplicates", "truthy", "trailing-spaces"):
         assert rule in result.stdout, output(result)
+
+
+# --------------------------------------------------------------------------- dashboards
+
+
+def test_grafana_dashboards_are_valid_json() -> None:
+    dashboards = sorted((DEPLOY / "grafana").glob("*.json"))
+    assert dashboards, "deploy/grafana/ has no dashboard"
+    for path in dashboards:
+        try:
+            dashboard = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            pytest.fail(f"{path.name}: {exc}")
+        assert isinstance(dashboard.get("panels"), list), path.name
+        assert dashboard.get("uid"), path.name
 
 
 # --------------------------------------------------------------------------- compose
