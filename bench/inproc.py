@@ -45,7 +45,7 @@ def seed_tickets(url: str, count: int, *, ttl_ms: int = 600_000) -> list[str]:
     )
     record = encode_record(claims)
     tickets = [new_ticket() for _ in range(count)]
-    with redis.Redis.from_url(url) as client:
+    with redis.Redis.from_url(url, socket_timeout=120) as client:
         for start in range(0, count, 5000):
             pipe = client.pipeline(transaction=False)
             for ticket in tickets[start : start + 5000]:
@@ -105,7 +105,7 @@ async def verifier_redeem(url: str, count: int, concurrency: int) -> dict[str, f
 
 
 def memory_per_ticket(url: str, count: int = 100_000) -> dict[str, float]:
-    with redis.Redis.from_url(url) as client:
+    with redis.Redis.from_url(url, socket_timeout=120) as client:
         client.flushall()
         before = int(client.info("memory")["used_memory"])
         seed_tickets(url, count)
@@ -129,7 +129,7 @@ def fill_outstanding(url: str, count: int) -> None:
       redis.call('SET', ARGV[3] .. string.format('%022d', i), value, 'PX', 600000)
     end
     """
-    with redis.Redis.from_url(url) as client:
+    with redis.Redis.from_url(url, socket_timeout=120) as client:
         client.flushall()
         done = 0
         while done < count:
@@ -143,7 +143,7 @@ async def growth(url: str, sizes: Sequence[int], count: int, concurrency: int) -
     for size in sizes:
         fill_outstanding(url, size)
         out[str(size)] = await verifier_redeem(url, count, concurrency)
-    with redis.Redis.from_url(url) as client:
+    with redis.Redis.from_url(url, socket_timeout=120) as client:
         client.flushall()
     return out
 

@@ -814,6 +814,9 @@ def test_acl_allows_what_ticketd_uses(acl_server: RedisServer) -> None:
         assert client.get("ticketd:rl:a") == b"1"
         assert client.execute_command("DECR", "ticketd:rl:a") == 0
         assert client.delete("ticketd:rl:a") == 1
+        # The mint limits: one single-key script per counter, loaded on NOSCRIPT.
+        sha = client.script_load("return redis.call('GET', KEYS[1])")
+        assert client.evalsha(sha, 1, "ticketd:rl:b") is None
 
     # The real store code, redis-py's connection handshake included.
     options = RedisOptions(url=f"redis://ticketd:{TEST_PASSWORD}@127.0.0.1:{acl_server.port}/0")
@@ -874,6 +877,7 @@ DENIED_COMMANDS = (
     ("ACL", "LIST"),
     ("SELECT", "1"),
     ("SCRIPT", "FLUSH"),
+    ("EVAL", "return 1", "0"),
     ("FUNCTION", "FLUSH"),
     ("SUBSCRIBE", "ticketd:channel"),
     ("SET", "other:x", "1"),

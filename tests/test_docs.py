@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ticketd.service.mint import PROBLEM_CODES as MINT_PROBLEMS
+from ticketd.service.probes import READYZ_PROBLEM_CODES
 from ticketd.service.problems import PROBLEMS
+from ticketd.service.redeem import PROBLEM_CODES as REDEEM_PROBLEMS
+from ticketd.service.revocations import PROBLEM_CODES as REVOCATION_PROBLEMS
 from ticketd.service.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,18 +46,27 @@ def test_every_variable_is_in_the_changelog() -> None:
 
 
 def test_mint_refusal_codes_are_documented() -> None:
-    mint_codes = {
-        "origin_not_allowed",
-        "cross_site",
-        "unauthenticated",
-        "unsupported_media_type",
-        "body_too_large",
-        "invalid_body",
-        "unknown_audience",
-        "rate_limited",
-        "too_many_outstanding",
-        "store_unavailable",
-    }
-    assert mint_codes <= set(PROBLEMS)
-    missing = {code for code in mint_codes if code not in README}
+    missing = {code for code in MINT_PROBLEMS if code not in README}
     assert not missing, f"README lacks problem codes {sorted(missing)}"
+
+
+def problem_table() -> dict[str, tuple[int, str]]:
+    """code -> (status, endpoints) from the README's problem-code table."""
+    rows = re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \| [^|]+ \| ([^|]+) \|$", README, re.MULTILINE)
+    return {code: (int(status), where.strip()) for code, status, where in rows}
+
+
+def test_problem_table_is_what_the_handlers_declare() -> None:
+    """Every code a handler declares is in the README table with its status and endpoint."""
+    declared = {
+        "`POST /v1/tickets`": MINT_PROBLEMS,
+        "`POST /v1/tickets/redeem`": REDEEM_PROBLEMS,
+        "`POST /v1/revocations`": REVOCATION_PROBLEMS,
+        "`GET /readyz`": READYZ_PROBLEM_CODES,
+    }
+    expected: dict[str, tuple[int, str]] = {}
+    for endpoint, codes in declared.items():
+        for code in codes:
+            status, where = expected.get(code, (PROBLEMS[code].status, ""))
+            expected[code] = (status, f"{where}, {endpoint}" if where else endpoint)
+    assert problem_table() == expected

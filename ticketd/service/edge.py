@@ -22,6 +22,7 @@ from starlette.requests import Request
 
 from ..handshake import header_values
 from ..hosts import check_host
+from .requests import refuse, request_id
 
 __all__ = ["RequestGuard", "is_canonical_path"]
 
@@ -58,7 +59,7 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        response = self.service.refuse(code, self.service.request_id(request), where="request")
+        response = refuse(self.service.metrics, code, request_id(request), where="request")
         await response(scope, receive, send)
 
     def refusal(self, scope: _Scope) -> str | None:

@@ -5,14 +5,17 @@ handed out unless every check passed:
 
 1. Origin: exactly one, canonical, on the allowlist; ``Sec-Fetch-Site: cross-site`` refused;
 2. body: size, media type, schema, audience;
-3. session cookie → subject (local, no I/O);
-4. one round trip: the per-IP, per-subject and outstanding-ticket counters, and the
-   ticket's ``SET``; a refusal deletes the record again;
+3. session cookie → subject and login (local, no I/O); a login revoked by
+   ``POST /v1/revocations`` mints nothing (one state read, :mod:`.revocations`);
+4. one round trip (:class:`~.mintplan.MintPlan`): the per-IP counter, the
+   per-subject/outstanding counter and the ticket's ``SET``; a refusal deletes the
+   record again;
 5. the ticket is returned only if it was stored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -20,17 +23,37 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
 
 from ..exceptions import InvalidOrigin, StoreUnavailable
 from ..issuer import validate_extra
-from ..revocation import SessionRef, session_ref
-from ..sessions import SessionInvalid, cookie_values
+from ..revocation import SessionRef
+from ..sessions import SessionInvalid
 from ..tickets import Subject, log_id
+from .mintplan import MintPlan
+from .ratelimit import Limited
+from .requests import is_json, read_body, refuse, request_id
 from .revocations import is_session_revoked
-from .runtime import Service, is_json
+from .runtime import Service
 from .schemas import MintRequest
 
-__all__ = ["mint", "preflight"]
+__all__ = ["PROBLEM_CODES", "MintEndpoint", "mint", "preflight"]
+
+PROBLEM_CODES = (
+    "invalid_body",
+    "unknown_audience",
+    "unauthenticated",
+    "session_revoked",
+    "origin_not_allowed",
+    "cross_site",
+    "method_not_allowed",
+    "body_too_large",
+    "unsupported_media_type",
+    "rate_limited",
+    "too_many_outstanding",
+    "store_unavailable",
+)
+"""Every problem ``POST /v1/tickets`` answers with (the spec, the README and its test read this)."""
 
 _logger = logging.getLogger("ticketd.service")
 
@@ -45,13 +68,13 @@ async def mint(service: Service, request: Request) -> Response:
 
 
 async def _mint(service: Service, request: Request) -> Response:
-    rid = service.request_id(request)
+    rid = request_id(request)
     try:
-        origin = service.allowed_origin(request)
+        origin = service.origins.check(request)
     except InvalidOrigin as exc:
-        return service.refuse("origin_not_allowed", rid, where="mint", detail=f"why={exc}")
+        return refuse(service.metrics, "origin_not_allowed", rid, where="mint", detail=f"why={exc}")
     if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
-        return service.refuse("cross_site", rid, where="mint")
+        return refuse(service.metrics, "cross_site", rid, where="mint")
     cors = {
         "Access-Control-Allow-Origin": origin,
         "Access-Control-Allow-Credentials": "true",
@@ -60,84 +83,75 @@ async def _mint(service: Service, request: Request) -> Response:
         "Vary": "Origin, Cookie",
     }
 
-    body = await service.read_body(request)
+    body = await read_body(request)
     if body is None:
-        return service.refuse("body_too_large", rid, where="mint", headers=cors)
+        return refuse(service.metrics, "body_too_large", rid, where="mint", headers=cors)
     audience = service.settings.audiences[0]
     extra: dict[str, Any] = {}
     if body.strip():
         if not is_json(request):
-            return service.refuse("unsupported_media_type", rid, where="mint", headers=cors)
+            return refuse(
+                service.metrics, "unsupported_media_type", rid, where="mint", headers=cors
+            )
         try:
             parsed = MintRequest.model_validate_json(body)
             extra = validate_extra(parsed.claims)
         except (ValidationError, ValueError):
-            return service.refuse("invalid_body", rid, where="mint", headers=cors)
+            return refuse(service.metrics, "invalid_body", rid, where="mint", headers=cors)
         if parsed.audience is not None:
             audience = parsed.audience
     if audience not in service.settings.audiences:
-        return service.refuse("unknown_audience", rid, where="mint", headers=cors)
+        return refuse(service.metrics, "unknown_audience", rid, where="mint", headers=cors)
 
-    ip = service.client_ip(request)
+    ip = service.addresses.client_ip(request)
     # The cookie check is local (no I/O). With a subject, the limit counters and the
-    # ticket's SET travel in one round trip; if a limit refuses, the record is
-    # deleted again and the refused attempt taken back from the subject's counters.
+    # ticket's SET travel in one round trip (the plan); if a limit refuses, the plan's
+    # undo deletes the record and takes the attempt back from the subject counters.
     # A bad cookie still counts against the IP.
     subject: Subject | None
     session: SessionRef | None = None
     try:
-        subject = service.sessions.subject(
-            request.headers.getlist("cookie"), cookie_name=service.settings.session_cookie
-        )
-        session = _session_of(service, request)
+        subject, session = service.cookies.login(request.headers.getlist("cookie"))
         why = ""
     except SessionInvalid as exc:
         subject, why = None, exc.reason
+    prepared = None
+    if subject is not None and session is not None:
+        try:  # revoked logins mint nothing
+            revoked = await is_session_revoked(service, subject, session)
+        except StoreUnavailable as exc:
+            return _store_unavailable(service, rid, cors, exc)
+        if revoked:
+            return refuse(service.metrics, "session_revoked", rid, where="mint", headers=cors)
+        prepared = service.issuer.prepare(
+            subject,
+            origin=origin,
+            audience=audience,
+            extra=extra,
+            client_ip=ip if service.settings.bind_client_ip else None,
+            session=session,
+        )
+    plan = MintPlan(service.limits.counters(ip, subject), prepared)
     try:
-        revoked = subject is not None and session is not None  # revoked logins mint nothing
-        if revoked and await is_session_revoked(service, subject, session):  # type: ignore[arg-type]
-            return service.refuse("session_revoked", rid, where="mint", headers=cors)
-        if subject is None:
-            limited = await service.limits.check(ip, None)
-            if limited is None:
-                return service.refuse(
-                    "unauthenticated", rid, where="mint", headers=cors, detail=f"why={why}"
-                )
-        else:
-            plan = service.limits.plan(ip, subject)
-            prepared = service.issuer.prepare(
-                subject,
-                origin=origin,
-                audience=audience,
-                extra=extra,
-                client_ip=ip if service.settings.bind_client_ip else None,
-                session=session,
-            )
-            replies = await service.store.put(
-                prepared.key, prepared.record, prepared.ttl_ms, along=plan.commands
-            )
-            limited = plan.verdict(replies)
-            if limited is not None:
-                await service.store.discard(prepared.key, along=plan.take_back)
+        limited = await _round_trip(service, plan)
     except StoreUnavailable as exc:
-        service.metrics.store_errors.labels("mint").inc()
-        return service.refuse(
-            "store_unavailable",
-            rid,
-            where="mint",
-            detail=f"why={exc}",
-            headers={**cors, "Retry-After": "1"},
+        return _store_unavailable(service, rid, cors, exc)
+    if limited is None and prepared is None:
+        return refuse(
+            service.metrics, "unauthenticated", rid, where="mint", headers=cors, detail=f"why={why}"
         )
     if limited is not None:
         service.metrics.rate_limited.labels(limited.limit).inc()
         code = "too_many_outstanding" if limited.limit == "outstanding" else "rate_limited"
-        return service.refuse(
+        return refuse(
+            service.metrics,
             code,
             rid,
             where="mint",
             detail=f"limit={limited.limit}",
             headers={**cors, "Retry-After": str(limited.retry_after)},
         )
+    assert prepared is not None  # no refusal, no error: the ticket is stored
     issued = prepared.issued
     service.metrics.mints.labels("ok").inc()
     ticket_hash = log_id(issued.ticket)
@@ -165,28 +179,70 @@ async def _mint(service: Service, request: Request) -> Response:
     )
 
 
-def _session_of(service: Service, request: Request) -> SessionRef:
-    """The login behind the (already verified, exactly one) session cookie."""
-    (value,) = cookie_values(request.headers.getlist("cookie"), service.settings.session_cookie)
-    return session_ref(
-        service.sessions.load(value),
-        value,
-        max_age=service.settings.session_max_age,
-        session_id_key=service.settings.session_id_key,
+def _store_unavailable(
+    service: Service, rid: str, cors: dict[str, str], exc: StoreUnavailable
+) -> Response:
+    service.metrics.store_errors.labels("mint").inc()
+    return refuse(
+        service.metrics,
+        "store_unavailable",
+        rid,
+        where="mint",
+        detail=f"why={exc}",
+        headers={**cors, "Retry-After": "1"},
     )
+
+
+async def _round_trip(service: Service, plan: MintPlan) -> Limited | None:
+    """Send the plan's commands, read the verdict, undo on refusal or error reply."""
+    commands = plan.commands
+    if not commands:
+        return None
+    try:
+        replies = await service.limits.run(commands)
+    except StoreUnavailable:
+        if plan.ticket is not None:  # the SET may still run: have the store delete it
+            service.store._forget_later(plan.ticket.key, plan.ticket.ttl_ms)
+        raise
+    try:
+        return plan.read(replies)
+    finally:
+        undo = plan.undo()
+        if undo:
+            with contextlib.suppress(StoreUnavailable):  # best effort: the record expires
+                await service.limits.run(undo)
+
+
+class MintEndpoint:
+    """``POST /v1/tickets`` as a plain ASGI app: no dependency injection, no model.
+
+    The route is documented by its FastAPI twin in :mod:`.app` (same path, spec and
+    problem responses); this one answers it.
+    """
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await mint(self.service, Request(scope, receive))
+        await response(scope, receive, send)
 
 
 async def preflight(service: Service, request: Request) -> Response:
     """Answer a CORS preflight, for allowed origins only (exact origin, never ``*``)."""
-    rid = service.request_id(request)
+    rid = request_id(request)
     try:
-        origin = service.allowed_origin(request)
+        origin = service.origins.check(request)
     except InvalidOrigin:
-        return service.refuse("origin_not_allowed", rid, where="preflight")
+        return refuse(service.metrics, "origin_not_allowed", rid, where="preflight")
     method = request.headers.get("access-control-request-method", "")
     if method.upper() != "POST":
-        return service.refuse(
-            "method_not_allowed", rid, where="preflight", headers={"Allow": "POST, OPTIONS"}
+        return refuse(
+            service.metrics,
+            "method_not_allowed",
+            rid,
+            where="preflight",
+            headers={"Allow": "POST, OPTIONS"},
         )
     requested = {
         h.strip().lower()

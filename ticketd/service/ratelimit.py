@@ -1,30 +1,40 @@
-"""Mint rate limits and the outstanding-ticket cap: sliding-window counters in Redis.
+"""Mint rate limits and the outstanding-ticket cap: one atomic script call per counter key.
 
 Three independent limits, each off when configured as ``0``:
 
 - per client IP (``TICKETD_RATE_LIMIT_PER_IP``): every mint attempt counts, also
-  those with a bad cookie, so cookie guessing is throttled;
+  those with a bad cookie and those refused, so cookie guessing is throttled;
 - per verified subject (``TICKETD_RATE_LIMIT_PER_SUBJECT``);
 - outstanding tickets per subject (``TICKETD_MAX_OUTSTANDING_PER_SUBJECT``):
-  tickets issued to the subject within the last TTL. Redeemed tickets keep counting
-  until their TTL would have passed, so this is an upper bound on what is really
-  outstanding, which is the safe direction for a cap.
+  tickets issued to the subject whose TTL has not run out. Redeemed tickets keep
+  counting until their TTL would have passed, and each ticket counts until the end
+  of the second its TTL ends in, so the count is an upper bound on what is really
+  outstanding — at every instant, window edges included, which is the safe
+  direction for a cap.
 
-The algorithm is the sliding-window counter (the one ``limits`` calls
-``SlidingWindowCounter``): a counter per fixed window, and the previous window's
-count weighted by how much of it still overlaps the sliding window. Each check is
-plain ``INCR``/``PEXPIRE``/``GET`` commands, no Lua, sent for all limits of a request
-in one pipeline that :class:`~ticketd.batching.CommandBatcher` also shares with
-concurrent requests — one round trip per mint instead of one script call per
-limit (profiling showed the per-limit scripts were a third of the mint's cost).
-The counters are approximate under races in the same way ``limits`` is: two
-concurrent requests can both see the count below the limit by one.
+The two rates are sliding-window counters (the ones ``limits`` calls
+``SlidingWindowCounter``): a count per fixed window, and the previous window's
+count weighted by how much of it still overlaps the sliding window. The cap counts
+tickets per second of expiry, so nothing falls out of it before its TTL has passed.
 
-Refused attempts are taken back from the subject counters (``DECR``), so a user
-who is told to wait is not kept waiting longer by asking again. Keys hold a hash
-of the verified subject, never the cookie string; they live in the ticket Redis
-under ``<prefix>rl:`` (in-process memory on the embedded store). A limiter that
-cannot reach Redis fails closed (:class:`StoreUnavailable`).
+Each counter key is read, checked and written by one single-key Lua script
+(:data:`LIMIT_SCRIPT`, sent as ``EVALSHA``; Cluster-safe, and atomic, so two
+concurrent mints can no longer both squeeze under a limit). The per-subject rate
+and the cap share one key and one call: an attempt is counted against both or
+neither. The IP counter and the subject counter travel in the mint's single round
+trip with the ticket's ``SET`` (:mod:`.mintplan`). Inside the script only ``GET``
+and ``SET`` run, so the Redis ACL needs ``EVALSHA`` and ``SCRIPT LOAD`` beyond the
+store's own commands. A ``NOSCRIPT`` reply (a failover, ``SCRIPT FLUSH``) reloads the
+script and sends the call again (:func:`ticketd.roundtrip.send_with_scripts`); there
+is no non-atomic fallback.
+
+Refused attempts are not counted against the subject (a refused attempt that the
+subject counter already counted, because the IP limit refused it in the same round
+trip, is taken back), so a user who is told to wait is not kept waiting longer by
+asking again. Keys hold a hash of the verified subject, never the cookie string;
+they live in the ticket Redis under ``<prefix>rl:`` (in-process memory on the
+embedded store). A limiter that cannot reach Redis fails closed
+(:class:`StoreUnavailable`).
 """
 
 from __future__ import annotations
@@ -34,21 +44,92 @@ import ipaddress
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisClusterException, RedisError
-
 from ..batching import Command, CommandBatcher
-from ..exceptions import StoreOperation, StoreUnavailable
+from ..roundtrip import RoundTrip, Script, send_with_scripts
 from ..tickets import Subject
 from .settings import Settings
 
-__all__ = ["LimitPlan", "Limited", "MintLimits", "Rate"]
+__all__ = ["BUCKET_MS", "LIMIT_SCRIPT", "Counter", "Limited", "MintLimits", "Rate"]
 
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*")
 _UNIT_MS = {"second": 1000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
+
+BUCKET_MS = 1000
+"""The cap counts tickets per second of expiry."""
+
+LIMIT_SCRIPT = Script(
+    """
+-- One counter key: a sliding-window rate and/or an outstanding-ticket cap.
+-- State (a string): "<window index>:<count>:<previous count>" then ";<expiry s>:<count>"
+-- per second in which live tickets expire.
+-- ARGV: now (ms); "<rate limit>:<rate window ms>:<cap>:<ticket TTL ms>:<count refused
+-- attempts 1/0>:<key TTL ms>" (0 = no rate / no cap); "-1" to take an attempt back.
+-- Reply: {0, 0} counted; {1, ms} rate refused; {2, ms} cap refused (ms: retry after).
+local now = tonumber(ARGV[1])
+local limit, window, cap, ttl, refused, px =
+  string.match(ARGV[2], '^(%d+):(%d+):(%d+):(%d+):(%d):(%d+)$')
+limit, window, cap, ttl = tonumber(limit), tonumber(window), tonumber(cap), tonumber(ttl)
+local delta = 1
+if ARGV[3] == '-1' then delta = -1 end
+local index = 0
+if limit > 0 then index = math.floor(now / window) end
+local current, previous = 0, 0
+local buckets, total, oldest = {}, 0, nil
+local state = redis.call('GET', KEYS[1])
+if state then
+  local i, c, p, rest = string.match(state, '^(%d+):(%d+):(%d+)(.*)$')
+  if i then
+    i = tonumber(i)
+    if i >= index then  -- later than our clock (another instance's): the same window
+      index, current, previous = i, tonumber(c), tonumber(p)
+    elseif i == index - 1 then
+      previous = tonumber(c)
+    end
+    for e, n in string.gmatch(rest, ';(%d+):(%d+)') do
+      e, n = tonumber(e), tonumber(n)
+      if e * 1000 > now then
+        buckets[e] = (buckets[e] or 0) + n
+        total = total + n
+        if oldest == nil or e < oldest then oldest = e end
+      end
+    end
+  end
+end
+local expiry = math.ceil((now + ttl) / 1000)
+local verdict = {0, 0}
+if delta > 0 then
+  if limit > 0 then
+    local elapsed = now - index * window
+    if elapsed < 0 then elapsed = 0 end
+    if current + 1 + previous * (window - elapsed) / window > limit then
+      verdict = {1, window - elapsed}
+    end
+  end
+  if verdict[1] == 0 and cap > 0 and total >= cap then
+    verdict = {2, oldest * 1000 - now}
+  end
+  if verdict[1] ~= 0 and refused ~= '1' then return verdict end
+  if limit > 0 then current = current + 1 end
+  if verdict[1] == 0 and cap > 0 then buckets[expiry] = (buckets[expiry] or 0) + 1 end
+else  -- take back an attempt counted at the same ``now``
+  if limit > 0 and index == math.floor(now / window) and current > 0 then
+    current = current - 1
+  end
+  if cap > 0 and buckets[expiry] then
+    buckets[expiry] = buckets[expiry] - 1
+    if buckets[expiry] <= 0 then buckets[expiry] = nil end
+  end
+end
+local parts = {string.format('%d:%d:%d', index, current, previous)}
+for e, n in pairs(buckets) do parts[#parts + 1] = string.format(';%d:%d', e, n) end
+redis.call('SET', KEYS[1], table.concat(parts), 'PX', px)
+return verdict
+"""
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,32 +159,47 @@ class Limited:
 
 
 @dataclass(frozen=True, slots=True)
-class _Window:
-    name: str
-    rate: Rate
+class Counter:
+    """One counter key of one mint attempt: its script call, its verdict, its undo.
+
+    ``rate_name`` names the key's rate (``ip`` or ``subject``), ``cap_name`` its cap
+    (``outstanding``) if it has one.
+    """
+
     key: str
-    """Counter key of the current window (the previous one is ``index - 1``)."""
-    previous_key: str
-    weight: float
-    """How much of the previous window still overlaps the sliding window, 0..1."""
-    remaining_ms: int
+    rate_name: str
+    cap_name: str
+    now_ms: int
+    config: bytes
+    """The script's fixed arguments, encoded once: rate, window, cap, TTL, flag, key TTL."""
+    undoable: bool
+    """Whether a refused attempt this counter counted is taken back (not for the IP)."""
 
-    def commands(self) -> list[Command]:
-        return [
-            ("INCR", self.key),
-            ("PEXPIRE", self.key, 2 * self.rate.window_ms),
-            ("GET", self.previous_key),
-        ]
+    def command(self) -> Command:
+        """Count this attempt (and say whether it is refused)."""
+        return ("EVALSHA", LIMIT_SCRIPT.sha_bytes, 1, self.key, self.now_ms, self.config)
 
-    def verdict(self, current: Any, previous: Any) -> Limited | None:
-        count = int(current) + int(previous or 0) * self.weight
-        if count <= self.rate.limit:
+    def take_back(self) -> Command:
+        """Take back the attempt :meth:`command` counted."""
+        return ("EVALSHA", LIMIT_SCRIPT.sha_bytes, 1, self.key, self.now_ms, self.config, b"-1")
+
+    def verdict(self, reply: Any) -> Limited | None:
+        """The refusal in this counter's reply, if it refused."""
+        code, retry_ms = int(reply[0]), int(reply[1])
+        if code == 0:
             return None
-        return Limited(self.name, max(1, math.ceil(self.remaining_ms / 1000)))
+        name = self.rate_name if code == 1 else self.cap_name
+        return Limited(name, max(1, math.ceil(retry_ms / 1000)))
+
+
+def _encoded(*values: int) -> bytes:
+    return ":".join(str(v) for v in values).encode()
 
 
 def _ip_bucket(ip: str) -> str:
     """IPv4 addresses count alone; IPv6 ones by /64, the smallest block a client holds."""
+    if ":" not in ip:  # fast path: IPv4, or not an address at all (counted as given)
+        return ip
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
@@ -125,97 +221,92 @@ class MintLimits:
     def __init__(
         self,
         settings: Settings,
-        batcher: CommandBatcher,
+        client: Any,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.batcher = batcher
+        # ``client``: a redis-py asyncio client, or a CommandBatcher (its client is used).
+        deadline = settings.store_deadline
+        if isinstance(client, CommandBatcher):
+            client, deadline = client.client, client.deadline or deadline
+        self.trip = RoundTrip(client, deadline=deadline)
         self.clock = clock
         self.prefix = f"{settings.key_prefix}rl:"
         self.per_ip = Rate.parse(settings.rate_limit_per_ip)
         self.per_subject = Rate.parse(settings.rate_limit_per_subject)
-        cap = settings.max_outstanding_per_subject
-        ttl_ms = math.ceil(settings.ticket_ttl) * 1000
-        self.outstanding = Rate(cap, ttl_ms) if cap else None
-
-    def _window(self, name: str, rate: Rate, identifier: str, now_ms: int) -> _Window:
-        index, elapsed = divmod(now_ms, rate.window_ms)
-        base = f"{self.prefix}{name}:{identifier}:"
-        return _Window(
-            name=name,
-            rate=rate,
-            key=f"{base}{index}",
-            previous_key=f"{base}{index - 1}",
-            weight=(rate.window_ms - elapsed) / rate.window_ms,
-            remaining_ms=rate.window_ms - elapsed,
+        self.cap = settings.max_outstanding_per_subject
+        self.ttl_ms = math.ceil(settings.ticket_ttl) * 1000
+        self._subject_ids: dict[Subject, str] = {}
+        # The script's fixed arguments, encoded once (only ``now`` changes per call).
+        ip_rate = self.per_ip or Rate(0, 0)
+        self._ip_config = _encoded(ip_rate.limit, ip_rate.window_ms, 0, 0, 1, 2 * ip_rate.window_ms)
+        limit, window = (
+            (self.per_subject.limit, self.per_subject.window_ms) if self.per_subject else (0, 0)
         )
+        key_ttl = max(2 * window, self.ttl_ms + 2 * BUCKET_MS if self.cap else 0)
+        self._subject_config = _encoded(limit, window, self.cap, self.ttl_ms, 0, key_ttl)
 
-    def plan(self, ip: str | None, subject: Subject | None) -> LimitPlan:
-        """The counters this mint attempt touches (no I/O).
+    def counters(self, ip: str | None, subject: Subject | None) -> tuple[Counter, ...]:
+        """The counter keys this mint attempt touches, IP first (no I/O).
 
         ``subject`` is ``None`` when the cookie did not verify: only the IP counts.
         """
         now_ms = int(self.clock() * 1000)
-        windows: list[_Window] = []
+        counters: list[Counter] = []
         if self.per_ip is not None and ip is not None:
-            windows.append(self._window("ip", self.per_ip, _ip_bucket(ip), now_ms))
-        if subject is not None:
+            counters.append(
+                Counter(
+                    key=f"{self.prefix}ip:{_ip_bucket(ip)}",
+                    rate_name="ip",
+                    cap_name="",
+                    now_ms=now_ms,
+                    config=self._ip_config,
+                    undoable=False,
+                )
+            )
+        if subject is not None and (self.per_subject is not None or self.cap):
+            counters.append(
+                Counter(
+                    key=f"{self.prefix}subject:{self._subject_id(subject)}",
+                    rate_name="subject",
+                    cap_name="outstanding",
+                    now_ms=now_ms,
+                    config=self._subject_config,
+                    undoable=True,
+                )
+            )
+        return tuple(counters)
+
+    def _subject_id(self, subject: Subject) -> str:
+        # Subjects are str or int, never bool: 7 and "7" are different dict keys.
+        sid = self._subject_ids.get(subject)
+        if sid is None:
             sid = _subject_id(subject)
-            if self.per_subject is not None:
-                windows.append(self._window("subject", self.per_subject, sid, now_ms))
-            if self.outstanding is not None:
-                windows.append(self._window("outstanding", self.outstanding, sid, now_ms))
-        return LimitPlan(tuple(windows))
+            if len(self._subject_ids) >= 4096:
+                self._subject_ids.clear()
+            self._subject_ids[subject] = sid
+        return sid
 
     async def check(self, ip: str | None, subject: Subject | None) -> Limited | None:
         """Count this mint attempt and say whether a limit refuses it (own round trip).
 
-        The service usually sends :meth:`LimitPlan.commands` together with the
-        ticket's ``SET`` instead (one round trip per mint).
+        The service sends the counters together with the ticket's ``SET`` instead
+        (:class:`~ticketd.service.mintplan.MintPlan`, one round trip per mint).
         """
-        plan = self.plan(ip, subject)
+        from .mintplan import MintPlan  # the plan reads the counters' replies
+
+        plan = MintPlan(self.counters(ip, subject), None)
         if not plan.commands:
             return None
-        refusal = plan.verdict(await self._run(plan.commands))
-        if refusal is not None and plan.take_back:
-            await self._run(plan.take_back)
+        refusal = plan.read(await self.run(plan.commands))
+        undo = plan.undo()
+        if refusal is not None and undo:
+            await self.run(undo)
         return refusal
 
-    async def _run(self, commands: list[Command]) -> list[Any]:
-        try:  # the batcher enforces the deadline (one timer per batch)
-            return await self.batcher.execute(commands)
-        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
-            raise StoreUnavailable.from_error(StoreOperation.RATE_LIMIT, exc) from exc
+    async def run(self, commands: list[Command]) -> list[Any]:
+        """Send ``commands`` in one round trip (reloading the script on ``NOSCRIPT``)."""
+        return await send_with_scripts(self.trip, commands, (LIMIT_SCRIPT,))
 
-
-@dataclass(frozen=True, slots=True)
-class LimitPlan:
-    """The counter commands of one mint attempt, and how to read their replies."""
-
-    windows: tuple[_Window, ...]
-
-    @property
-    def commands(self) -> list[Command]:
-        return [c for w in self.windows for c in w.commands()]
-
-    def verdict(self, replies: Sequence[Any]) -> Limited | None:
-        """The first limit that refuses, given the replies to :attr:`commands`."""
-        for i, window in enumerate(self.windows):
-            refusal = window.verdict(replies[3 * i], replies[3 * i + 2])
-            if refusal is not None:
-                return refusal
-        return None
-
-    @property
-    def take_back(self) -> list[Command]:
-        """Undo the subject counters of a refused attempt (the IP keeps counting)."""
-        commands: list[Command] = []
-        for window in self.windows:
-            if window.name != "ip":
-                # PEXPIRE again: had the counter expired meanwhile, DECR would recreate
-                # it (at -1) without a TTL.
-                commands += [
-                    ("DECR", window.key),
-                    ("PEXPIRE", window.key, 2 * window.rate.window_ms),
-                ]
-        return commands
+    async def aclose(self) -> None:
+        await self.trip.aclose()

@@ -20,10 +20,31 @@ from ..exceptions import StoreUnavailable, TicketRejected
 from ..revocation import target_of
 from ..revoker import check_revoked
 from ..tickets import Claims
-from .runtime import Service, is_json
+from .requests import is_json, read_body, refuse, request_id
+from .runtime import Service
 from .schemas import RedeemRequest
 
-__all__ = ["bearer_credential", "redeem"]
+__all__ = ["PROBLEM_CODES", "bearer_credential", "redeem"]
+
+PROBLEM_CODES = (
+    "invalid_service_key",
+    "invalid_authorization",
+    "missing",
+    "malformed",
+    "invalid",
+    "invalid_body",
+    "duplicate",
+    "origin_mismatch",
+    "audience_mismatch",
+    "ip_mismatch",
+    "revoked",
+    "redeem_disabled",
+    "method_not_allowed",
+    "body_too_large",
+    "unsupported_media_type",
+    "store_unavailable",
+)
+"""Every problem ``POST /v1/tickets/redeem`` answers with (spec, README and test read this)."""
 
 
 _BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +(?P<credential>[^\s,]+)")
@@ -86,35 +107,40 @@ async def redeem(service: Service, request: Request) -> Response:
 
 
 async def _redeem(service: Service, request: Request) -> Response:
-    rid = service.request_id(request)
+    rid = request_id(request)
     if not service.service_keys:
-        return service.refuse("redeem_disabled", rid, where="redeem")
+        return refuse(service.metrics, "redeem_disabled", rid, where="redeem")
     try:
         credential = bearer_credential(request.headers.getlist("authorization"))
     except ValueError as exc:
-        return service.refuse("invalid_authorization", rid, where="redeem", detail=f"why={exc}")
+        return refuse(
+            service.metrics, "invalid_authorization", rid, where="redeem", detail=f"why={exc}"
+        )
     if credential is None or not _service_key_ok(service, credential):
-        return service.refuse(
+        return refuse(
+            service.metrics,
             "invalid_service_key",
             rid,
             where="redeem",
             headers={"WWW-Authenticate": 'Bearer realm="ticketd"'},
         )
-    body = await service.read_body(request)
+    body = await read_body(request)
     if body is None:
-        return service.refuse("body_too_large", rid, where="redeem")
+        return refuse(service.metrics, "body_too_large", rid, where="redeem")
     if not is_json(request):
-        return service.refuse("unsupported_media_type", rid, where="redeem")
+        return refuse(service.metrics, "unsupported_media_type", rid, where="redeem")
     try:
         parsed = RedeemRequest.model_validate_json(body)
     except ValidationError:
-        return service.refuse("invalid_body", rid, where="redeem")
+        return refuse(service.metrics, "invalid_body", rid, where="redeem")
     audience = parsed.audience
     if audience is None:
         # Never "any audience": a backend that forgets to say which service it is
         # must not be able to redeem tickets minted for another one.
         if len(service.settings.audiences) != 1:
-            return service.refuse("invalid_body", rid, where="redeem", detail="why=no_audience")
+            return refuse(
+                service.metrics, "invalid_body", rid, where="redeem", detail="why=no_audience"
+            )
         audience = service.settings.audiences[0]
     try:
         claims = await service.verifier.redeem(
@@ -128,13 +154,18 @@ async def _redeem(service: Service, request: Request) -> Response:
         # The one log line of this refusal (the verifier does not log): see ticketd.redemption.
         service.metrics.redemptions.labels(exc.reason.value, "http").inc()
         why = f" why={exc.detail.value}" if exc.detail is not None else ""
-        return service.refuse(
-            exc.reason.value, rid, where="redeem", detail=f"ticket={exc.ticket_hash or '-'}{why}"
+        return refuse(
+            service.metrics,
+            exc.reason.value,
+            rid,
+            where="redeem",
+            detail=f"ticket={exc.ticket_hash or '-'}{why}",
         )
     except StoreUnavailable as exc:
         service.metrics.store_errors.labels("redeem").inc()
         service.metrics.redemptions.labels("store_unavailable", "http").inc()
-        return service.refuse(
+        return refuse(
+            service.metrics,
             "store_unavailable",
             rid,
             where="redeem",
@@ -143,6 +174,6 @@ async def _redeem(service: Service, request: Request) -> Response:
         )
     if revoked:
         service.metrics.redemptions.labels("revoked", "http").inc()
-        return service.refuse("revoked", rid, where="redeem")
+        return refuse(service.metrics, "revoked", rid, where="redeem")
     service.metrics.redemptions.labels("ok", "http").inc()
     return JSONResponse(claims.as_dict(), headers={"Cache-Control": "no-store"})

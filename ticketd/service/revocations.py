@@ -21,33 +21,49 @@ from ..revocation import SessionRef, Target, session_hash, subject_id
 from ..revoker import check_revoked
 from ..tickets import Subject
 from .redeem import _service_key_ok, bearer_credential
-from .runtime import Service, is_json
+from .requests import is_json, read_body, refuse, request_id
+from .runtime import Service
 from .schemas import RevocationRequest
 
-__all__ = ["is_session_revoked", "revoke"]
+__all__ = ["PROBLEM_CODES", "is_session_revoked", "revoke"]
+
+PROBLEM_CODES = (
+    "invalid_service_key",
+    "invalid_authorization",
+    "invalid_body",
+    "revocations_disabled",
+    "method_not_allowed",
+    "body_too_large",
+    "unsupported_media_type",
+    "store_unavailable",
+)
+"""Every problem ``POST /v1/revocations`` answers with (spec, README and test read this)."""
 
 
 async def revoke(service: Service, request: Request) -> Response:
     """Revoke and answer 202 with the kind and the time it took effect, or a problem."""
-    rid = service.request_id(request)
+    rid = request_id(request)
     if not service.service_keys:
-        return service.refuse("revocations_disabled", rid, where="revoke")
+        return refuse(service.metrics, "revocations_disabled", rid, where="revoke")
     try:
         credential = bearer_credential(request.headers.getlist("authorization"))
     except ValueError as exc:
-        return service.refuse("invalid_authorization", rid, where="revoke", detail=f"why={exc}")
+        return refuse(
+            service.metrics, "invalid_authorization", rid, where="revoke", detail=f"why={exc}"
+        )
     if credential is None or not _service_key_ok(service, credential):
-        return service.refuse(
+        return refuse(
+            service.metrics,
             "invalid_service_key",
             rid,
             where="revoke",
             headers={"WWW-Authenticate": 'Bearer realm="ticketd"'},
         )
-    body = await service.read_body(request)
+    body = await read_body(request)
     if body is None:
-        return service.refuse("body_too_large", rid, where="revoke")
+        return refuse(service.metrics, "body_too_large", rid, where="revoke")
     if not is_json(request):
-        return service.refuse("unsupported_media_type", rid, where="revoke")
+        return refuse(service.metrics, "unsupported_media_type", rid, where="revoke")
     try:
         parsed = RevocationRequest.model_validate_json(body)
         revocation = await service.revoker.revoke(
@@ -59,10 +75,11 @@ async def revoke(service: Service, request: Request) -> Response:
         )
     except (ValidationError, ValueError, TypeError) as exc:
         why = "schema" if isinstance(exc, ValidationError) else str(exc).split(":")[0][:80]
-        return service.refuse("invalid_body", rid, where="revoke", detail=f"why={why}")
+        return refuse(service.metrics, "invalid_body", rid, where="revoke", detail=f"why={why}")
     except StoreUnavailable as exc:
         service.metrics.store_errors.labels("revoke").inc()
-        return service.refuse(
+        return refuse(
+            service.metrics,
             "store_unavailable",
             rid,
             where="revoke",

@@ -1,0 +1,172 @@
+"""The mint plan and its limits on a real redis-server: the cap at window edges, NOSCRIPT."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import redis.asyncio
+
+from tests.support.service_support import APP_ORIGIN, cookie_for, make_settings, running_service
+from ticketd.exceptions import StoreUnavailable
+from ticketd.issuer import TicketIssuer
+from ticketd.service.mintplan import MintPlan
+from ticketd.service.ratelimit import LIMIT_SCRIPT, Limited, MintLimits
+from ticketd.store import TicketStore
+
+pytestmark = pytest.mark.redis
+
+BOUNDARY = 1_800_000.0
+"""A multiple of every window below (30 s TTL, 1 minute): the edge old counters leaked at."""
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[Any]:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def limits(client: Any, clock: Clock, **settings: Any) -> MintLimits:
+    values = {
+        "rate_limit_per_ip": "0",
+        "rate_limit_per_subject": "0",
+        "max_outstanding_per_subject": 0,
+        **settings,
+    }
+    return MintLimits(make_settings(None, **values), client, clock=clock)
+
+
+async def test_outstanding_cap_holds_at_every_instant_across_a_window_boundary(
+    client: Any,
+) -> None:
+    """Tickets minted just before a window edge still count just after it.
+
+    A fixed-window counter weighted by overlap (the previous design) let one subject
+    hold nearly twice the cap there: three tickets at the end of one window weigh
+    almost nothing late in the next one, while all three are still live.
+    """
+    cap, ttl = 3, 30.0
+    start = BOUNDARY - cap / 10  # the first `cap` attempts all land before the edge
+    clock = Clock(start)
+    limiter = limits(client, clock, max_outstanding_per_subject=cap)
+    issued: list[float] = []
+    refused = 0
+    # Every 100 ms for 70 s: one attempt; the live tickets never exceed the cap.
+    for step in range(700):
+        clock.now = start + step / 10
+        verdict = await limiter.check(None, "mallory")
+        if verdict is None:
+            issued.append(clock.now)
+        else:
+            assert verdict.limit == "outstanding"
+            assert 1 <= verdict.retry_after <= ttl + 1
+            refused += 1
+        live = [t for t in issued if t + ttl > clock.now]
+        assert len(live) <= cap, f"{len(live)} live tickets at {clock.now - BOUNDARY:+.1f} s"
+    # Not vacuous: the cap was hit, and freed again as tickets expired.
+    assert refused > 600
+    assert issued[:cap] == [pytest.approx(start + i / 10) for i in range(cap)]
+    assert all(t < BOUNDARY for t in issued[:cap])
+    assert len(issued) > cap
+    # Within a second of the first tickets' expiry, the subject may mint again.
+    assert issued[cap] - issued[0] <= ttl + 1
+
+
+async def test_rates_keep_their_sliding_window_at_the_boundary(client: Any) -> None:
+    """The per-subject rate is still the sliding-window counter (documented semantics)."""
+    clock = Clock(BOUNDARY - 1)
+    limiter = limits(client, clock, rate_limit_per_subject="4/minute")
+    assert [await limiter.check(None, "carol") for _ in range(4)] == [None] * 4
+    assert await limiter.check(None, "carol") == Limited("subject", 1)
+    clock.now += 31  # 30 s into the next window: the old 4 weigh 0.5 -> 2
+    assert [await limiter.check(None, "carol") for _ in range(2)] == [None, None]
+    assert await limiter.check(None, "carol") == Limited("subject", 30)
+
+
+async def test_ip_refusal_takes_the_attempt_back_from_the_subject(client: Any) -> None:
+    clock = Clock(BOUNDARY)
+    limiter = limits(client, clock, rate_limit_per_ip="1/minute", max_outstanding_per_subject=1)
+    assert await limiter.check("192.0.2.1", "alice") is None
+    clock.now += 60  # new minute: the IP has budget, alice's ticket has expired
+    assert await limiter.check("192.0.2.2", "alice") is None
+    # Refused by the IP, after the subject counter counted it: taken back.
+    assert await limiter.check("192.0.2.2", "bob") == Limited("ip", 60)
+    assert await limiter.check("192.0.2.3", "bob") is None
+
+
+async def test_one_command_per_counter_key_and_one_for_the_ticket(client: Any) -> None:
+    limiter = limits(
+        client,
+        Clock(BOUNDARY),
+        rate_limit_per_ip="9/minute",
+        rate_limit_per_subject="9/minute",
+        max_outstanding_per_subject=9,
+    )
+    issuer = TicketIssuer(TicketStore(client))
+    ticket = issuer.prepare("alice", origin=APP_ORIGIN, audience="default")
+    plan = MintPlan(limiter.counters("192.0.2.1", "alice"), ticket)
+    assert [c[0] for c in plan.commands] == ["EVALSHA", "EVALSHA", "SET"]
+    assert plan.read(await limiter.run(plan.commands)) is None
+    assert plan.undo() == []
+    assert await client.get(ticket.key) == ticket.record
+
+
+async def test_noscript_after_script_flush_reloads_the_script(
+    client: Any, redis_sync: redis.Redis
+) -> None:
+    """After a failover or SCRIPT FLUSH the counters keep counting, exactly."""
+    limiter = limits(client, Clock(BOUNDARY), max_outstanding_per_subject=2)
+    redis_sync.script_flush()
+    assert redis_sync.script_exists(LIMIT_SCRIPT.sha) == [False]
+    assert await limiter.check(None, "dave") is None  # NOSCRIPT: loaded, sent again
+    assert redis_sync.script_exists(LIMIT_SCRIPT.sha) == [True]
+    redis_sync.script_flush()
+    assert await limiter.check(None, "dave") is None
+    redis_sync.script_flush()
+    assert await limiter.check(None, "dave") == Limited("outstanding", 30)
+
+
+async def test_noscript_never_falls_back_to_unscripted_commands(
+    client: Any, redis_sync: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the script cannot be loaded, the mint fails closed: nothing counted, 503."""
+    limiter = limits(client, Clock(BOUNDARY), max_outstanding_per_subject=2)
+    redis_sync.script_flush()
+
+    async def load_nothing(scripts: Any) -> None:
+        return None
+
+    monkeypatch.setattr(limiter.trip, "load", load_nothing)
+    with pytest.raises(StoreUnavailable):
+        await limiter.check(None, "erin")
+    assert redis_sync.keys("ticketd:rl:*") == []
+
+
+def test_service_mints_after_script_flush_and_deletes_refused_records(
+    redis_url: str, redis_sync: redis.Redis
+) -> None:
+    settings = make_settings(redis_url, max_outstanding_per_subject=1)
+    with running_service(settings) as base:
+        headers = {"Origin": APP_ORIGIN, "Cookie": f"session={cookie_for('frank')}"}
+        redis_sync.script_flush()
+        first = httpx.post(f"{base}/v1/tickets", headers=headers, timeout=10)
+        redis_sync.script_flush()
+        second = httpx.post(f"{base}/v1/tickets", headers=headers, timeout=10)
+    assert first.status_code == 201, first.text
+    assert second.status_code == 429
+    assert second.json()["code"] == "too_many_outstanding"
+    keys: list[bytes] = redis_sync.keys("ticketd:*")  # type: ignore[assignment]
+    records = [k for k in keys if not k.startswith(b"ticketd:rl:")]
+    assert len(records) == 1  # the refused attempt's record was deleted again
