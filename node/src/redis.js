@@ -1,0 +1,71 @@
+/**
+ * The only code that sends commands to Redis, through node-redis's `sendCommand`.
+ *
+ * node-redis has no command timeout by default, and queues commands while it
+ * reconnects: a redeem could wait forever. Every command here runs under a
+ * deadline (the client's own `timeout` option and a timer, whichever fires first)
+ * and every failure becomes StoreUnavailable: fail closed.
+ */
+import { createClient } from "redis";
+import { StoreUnavailable } from "./errors.js";
+
+export const DEFAULT_DEADLINE_MS = 1000;
+export const DEFAULT_CONNECT_TIMEOUT_MS = 1000;
+
+/**
+ * The redeem command on a record key, and how to read its reply. One function, so
+ * that a tombstone command (`SET key tombstone XX GET KEEPTTL`) can replace it.
+ */
+export function redeemCommand(key) {
+  return ["GETDEL", key];
+}
+
+/** A connected-on-demand node-redis client for `url`, with explicit timeouts. */
+export function clientFromUrl(url, { connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS, logger }) {
+  const client = createClient({
+    url,
+    socket: {
+      connectTimeout: connectTimeoutMs,
+      reconnectStrategy: (retries) => Math.min(50 * 2 ** retries, 2000),
+    },
+  });
+  let logged = 0;
+  client.on("error", (error) => {
+    const now = Date.now();
+    if (now - logged > 5000) {
+      logged = now;
+      logger.warn(`redis connection error: ${error?.name ?? "Error"}: ${error?.message ?? ""}`);
+    }
+  });
+  return client;
+}
+
+/** Connect a client we own, once; errors are reported through the commands that need it. */
+export function ensureConnected(client) {
+  if (client.isOpen || typeof client.connect !== "function") return Promise.resolve();
+  if (!client.__ticketdConnecting) {
+    client.__ticketdConnecting = client.connect().catch(() => {
+      client.__ticketdConnecting = null;
+    });
+  }
+  return client.__ticketdConnecting;
+}
+
+/** Run `args` on `client` within `deadlineMs`; any failure is StoreUnavailable(operation). */
+export async function send(client, args, { deadlineMs, operation }) {
+  let timer;
+  const expired = new Promise((_, reject) => {
+    timer = setTimeout(
+      () => reject(new StoreUnavailable(`${operation} failed: deadline of ${deadlineMs} ms passed`, { operation })),
+      deadlineMs,
+    );
+  });
+  try {
+    return await Promise.race([client.sendCommand(args, { timeout: deadlineMs }), expired]);
+  } catch (error) {
+    if (error instanceof StoreUnavailable) throw error;
+    throw new StoreUnavailable(`${operation} failed: ${error?.name ?? "Error"}`, { operation, cause: error });
+  } finally {
+    clearTimeout(timer);
+  }
+}
