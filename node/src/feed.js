@@ -17,7 +17,7 @@
  */
 import { StoreUnavailable } from "./errors.js";
 import { resolveLogger } from "./log.js";
-import { clientFromUrl, DEFAULT_DEADLINE_MS, ensureConnected, send } from "./redis.js";
+import { clientFromUrl, closeClient, DEFAULT_DEADLINE_MS, ensureConnected, send } from "./redis.js";
 import { eventRevokes, isRevoked, readState, stateKeys, streamKey } from "./revocation.js";
 import { DEFAULT_KEY_PREFIX } from "./verifier.js";
 
@@ -96,7 +96,7 @@ class RevocationFeed {
       this.reader.destroy();
       await this.loop?.catch(() => {});
     }
-    if (this.ownsClient && this.redis.isOpen) await this.redis.close();
+    if (this.ownsClient) await closeClient(this.redis);
   }
 
   /**
@@ -169,7 +169,10 @@ class RevocationFeed {
 
   /** Resync when entries after the id we hold may have been trimmed away. */
   async _resyncIfTrimmed() {
-    const reply = await this.reader.sendCommand(["XRANGE", this.stream, "-", "+", "COUNT", "1"]);
+    const reply = await send(this.redis, ["XRANGE", this.stream, "-", "+", "COUNT", "1"], {
+      deadlineMs: this.deadlineMs,
+      operation: "revocation resync",
+    });
     if (!reply?.length) return;
     const first = String(reply[0][0]);
     if (compareIds(this.lastId, first) < 0) {

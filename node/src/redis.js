@@ -69,3 +69,13 @@ export async function send(client, args, { deadlineMs, operation }) {
     clearTimeout(timer);
   }
 }
+
+/** Close a client we own: gracefully, or destroyed after `graceMs` (a hung Redis never answers). */
+export async function closeClient(client, graceMs = 1000) {
+  if (!client.isOpen) return;
+  let timer;
+  const late = new Promise((resolve) => (timer = setTimeout(resolve, graceMs, "late")));
+  const closed = (typeof client.close === "function" ? client.close() : client.quit()).catch(() => "failed");
+  if ((await Promise.race([closed, late])) !== undefined && client.isOpen) client.destroy();
+  clearTimeout(timer);
+}

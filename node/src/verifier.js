@@ -13,7 +13,7 @@
 import { checkBinding } from "./binding.js";
 import { StoreUnavailable, TicketRejected, TicketdError, REJECTION_STATUS } from "./errors.js";
 import { resolveLogger } from "./log.js";
-import { clientFromUrl, DEFAULT_DEADLINE_MS, ensureConnected, redeemCommand, send } from "./redis.js";
+import { clientFromUrl, closeClient, DEFAULT_DEADLINE_MS, ensureConnected, redeemCommand, send } from "./redis.js";
 import { isRevoked, readState, revocationSubject, stateKeys } from "./revocation.js";
 import { decodeRecord, isWellFormed, logId, ticketKey } from "./tickets.js";
 
@@ -128,8 +128,7 @@ class RedisVerifier extends BaseVerifier {
   }
 
   async close() {
-    if (!this.ownsClient || !this.redis.isOpen) return;
-    await (typeof this.redis.close === "function" ? this.redis.close() : this.redis.quit());
+    if (this.ownsClient) await closeClient(this.redis);
   }
 }
 
