@@ -18,6 +18,7 @@ import { createHash, randomBytes } from "node:crypto";
 export const TICKET_LENGTH = 43;
 const TICKET = /^[A-Za-z0-9_-]{43}$/;
 const MAX_MILLIS = 2 ** 53;
+const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 const NOT_INTEGER = "\u0000ticketd:not-an-integer";
 
 /** A fresh ticket: 256 random bits, URL-safe, 43 characters. */
@@ -28,7 +29,8 @@ export function newTicket() {
 /** Whether `ticket` has the exact shape a ticketd mint produces (one spelling per ticket). */
 export function isWellFormed(ticket) {
   if (typeof ticket !== "string" || !TICKET.test(ticket)) return false;
-  return Buffer.from(ticket, "base64url").toString("base64url") === ticket;
+  // 43 characters carry 258 bits: the last one's 2 low bits must be zero (one spelling).
+  return ALPHABET.indexOf(ticket[42]) % 4 === 0;
 }
 
 /** B64(SHA256(ticket)[:16]): 22 characters. */
@@ -62,22 +64,36 @@ function markInexactNumbers(text) {
   let out = "";
   let last = 0;
   for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (c === '"') {
-      for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === "\\") i++;
-    } else if (c === "-" || (c >= "0" && c <= "9")) {
+    const c = text.charCodeAt(i);
+    if (c === 34 /* " */) {
+      for (i++; i < text.length && text.charCodeAt(i) !== 34; i++) if (text.charCodeAt(i) === 92) i++;
+    } else if (c === 45 /* - */ || (c >= 48 && c <= 57)) {
       let j = i + 1;
-      while (j < text.length && /[0-9eE.+-]/.test(text[j])) j++;
-      const literal = text.slice(i, j);
-      const integer = /^-?(0|[1-9][0-9]*)$/.test(literal);
-      if (!integer || !Number.isFinite(Number(literal)) || BigInt(literal) !== BigInt(Number(literal))) {
-        out += text.slice(last, i) + `{${JSON.stringify(NOT_INTEGER)}:${literal}}`;
-        last = j;
+      let integer = true;
+      for (; j < text.length; j++) {
+        const d = text.charCodeAt(j);
+        if (d >= 48 && d <= 57) continue;
+        if (d === 46 || d === 101 || d === 69 || d === 43 || d === 45) integer = false; // . e E + -
+        else break;
+      }
+      // Up to 15 digits every integer is exact; only longer ones need the careful check.
+      if (!integer || j - i > 15) {
+        const literal = text.slice(i, j);
+        if (!exactInteger(literal)) {
+          out += text.slice(last, i) + `{${JSON.stringify(NOT_INTEGER)}:${literal}}`;
+          last = j;
+        }
       }
       i = j - 1;
     }
   }
-  return out + text.slice(last);
+  return last === 0 ? text : out + text.slice(last);
+}
+
+function exactInteger(literal) {
+  if (!/^-?(0|[1-9][0-9]*)$/.test(literal)) return false;
+  const value = Number(literal);
+  return Number.isFinite(value) && BigInt(literal) === BigInt(value);
 }
 
 function restoreNumbers(value) {

@@ -15,7 +15,7 @@ import { StoreUnavailable, TicketRejected, TicketdError, REJECTION_STATUS } from
 import { resolveLogger } from "./log.js";
 import { clientFromUrl, closeClient, DEFAULT_DEADLINE_MS, ensureConnected, redeemCommand, send } from "./redis.js";
 import { isRevoked, readState, revocationSubject, stateKeys } from "./revocation.js";
-import { decodeRecord, isWellFormed, logId, ticketKey } from "./tickets.js";
+import { decodeRecord, isWellFormed, ticketDigest } from "./tickets.js";
 
 export const DEFAULT_KEY_PREFIX = "ticketd:";
 
@@ -47,13 +47,13 @@ class BaseVerifier {
     this.logger = resolveLogger(logger);
   }
 
-  /** Step 1: the format check; returns the log id. */
+  /** Step 1: the format check; returns the digest (its first 8 characters are the log id). */
   _check(ticket) {
     if (!isWellFormed(ticket)) {
       this.logger.info("ticket rejected reason=malformed");
       throw new TicketRejected("malformed");
     }
-    return logId(ticket);
+    return ticketDigest(ticket);
   }
 
   _rejected(error) {
@@ -86,9 +86,10 @@ class RedisVerifier extends BaseVerifier {
    * read (ticketUpgrade registers the connection there, so no event is missed).
    */
   async redeem(ticket, { origin = null, clientIp = null, onClaims } = {}) {
-    const ticketHash = this._check(ticket);
+    const digest = this._check(ticket);
+    const ticketHash = digest.slice(0, 8);
     try {
-      const raw = await send(this.redis, redeemCommand(ticketKey(this.keyPrefix, ticket)), {
+      const raw = await send(this.redis, redeemCommand(this.keyPrefix + digest), {
         deadlineMs: this.deadlineMs,
         operation: "redeem",
       });
@@ -169,7 +170,7 @@ class HttpVerifier extends BaseVerifier {
   }
 
   async redeem(ticket, { origin = null, clientIp = null, onClaims } = {}) {
-    const ticketHash = this._check(ticket);
+    const ticketHash = this._check(ticket).slice(0, 8);
     try {
       const claims = await this._post({ ticket, origin, audience: this.audience, client_ip: clientIp }, ticketHash);
       onClaims?.(claims);
