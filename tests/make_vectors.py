@@ -23,7 +23,7 @@ from typing import Any
 
 import fakeredis
 
-from tests.test_handshake import QUERY_TARGETS, REJECTIONS, SUBPROTOCOL_HEADERS, T, U, UPGRADES
+from tests.test_handshake import QUERY_TARGETS, REJECTIONS, SUBPROTOCOL_HEADERS, UPGRADES, T, U
 from tests.test_origins import ACCEPTED, REFUSED
 from ticketd import StoreUnavailable, TicketRejected, TicketStore, TicketVerifier
 from ticketd.exceptions import InvalidOrigin
@@ -88,7 +88,14 @@ def spec_revoked(who: dict[str, Any], state: dict[str, Any]) -> bool:
 
 
 def ticket_vectors() -> dict[str, Any]:
-    samples = [T, U, "A" * 43, "_" * 42 + "w", "-" * 42 + "g", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFE"]
+    samples = [
+        T,
+        U,
+        "A" * 43,
+        "_" * 42 + "w",
+        "-" * 42 + "g",
+        "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFE",
+    ]
     well_formed = [
         {
             "ticket": t,
@@ -142,14 +149,16 @@ def record_vectors() -> list[dict[str, Any]]:
         "v1 max safe subject": json.dumps([1, 2**53 - 1, *base[2:]]),
         "v1 min safe subject": json.dumps([1, -(2**53 - 1), *base[2:]]),
         "v1 empty string subject": json.dumps([1, "", *base[2:]]),
-        "v1 unicode subject": json.dumps([1, "\u00e9l\u00e8ve-\U0001f600", *base[2:]], ensure_ascii=False),
+        "v1 unicode subject": json.dumps(
+            [1, "\u00e9l\u00e8ve-\U0001f600", *base[2:]], ensure_ascii=False
+        ),
         "v1 escaped unicode subject": json.dumps([1, "\u00e9l\u00e8ve", *base[2:]]),
         "v1 client ip": json.dumps([*base[:6], "203.0.113.9"]),
         "v1 extra": json.dumps([*base, {"room": "r1", "n": 2, "f": 1.5, "deep": {"a": [1, None]}}]),
         "v1 empty extra": json.dumps([*base, {}]),
         "v1 max millis": json.dumps([*base[:4], 2**53, 2**53, None]),
         "v1 negative millis": json.dumps([*base[:4], -(2**53), 0, None]),
-        "v1 whitespace": " [ 1 , \"u\" , \"" + ORIGIN + "\" , \"chat\" , 1 , 2 , null ] ",
+        "v1 whitespace": ' [ 1 , "u" , "' + ORIGIN + '" , "chat" , 1 , 2 , null ] ',
         # refused
         "version 0": json.dumps([0, *base[1:]]),
         "version 3": json.dumps([3, *base[1:]]),
@@ -251,7 +260,8 @@ def _v2_records() -> list[dict[str, Any]]:
         "v1 with v2 length": json.dumps([1, *full[1:]]),
     }
     out += [
-        {"name": name, "raw": raw, "claims": None, "needs": REVOCATION} for name, raw in refused.items()
+        {"name": name, "raw": raw, "claims": None, "needs": REVOCATION}
+        for name, raw in refused.items()
     ]
     return out
 
@@ -324,14 +334,15 @@ def handshake_vectors() -> dict[str, Any]:
         else:
             entry |= {"ticket": presented.ticket, "transport": presented.transport}
         extract.append(entry)
-    upgrades = [
+    upgrades: list[dict[str, Any]] = [
         {"name": name, "method": method, "headers": _pairs(headers), "upgrade": expected}
         for name, (method, headers, expected) in UPGRADES.items()
     ]
     for entry in upgrades:
-        assert is_websocket_upgrade(entry["method"], entry["headers"]) is entry["upgrade"]
+        pairs = [(k, v) for k, v in entry["headers"]]
+        assert is_websocket_upgrade(entry["method"], pairs) is entry["upgrade"]
     origins = []
-    for headers in (
+    header_lists: tuple[list[list[str]], ...] = (
         [],
         [["Host", "a"]],
         [["Origin", ORIGIN]],
@@ -339,8 +350,10 @@ def handshake_vectors() -> dict[str, Any]:
         [["ORIGIN", ""]],
         [["Origin", ORIGIN], ["Origin", ORIGIN]],
         [["Origin", ORIGIN], ["origin", "https://b.example.com"]],
-    ):
-        origins.append({"headers": headers, "origin": request_origin([tuple(h) for h in headers])})
+    )
+    for headers in header_lists:
+        origin = request_origin([(k, v) for k, v in headers])
+        origins.append({"headers": headers, "origin": origin})
     return {"extract": extract, "upgrade": upgrades, "request_origin": origins}
 
 
@@ -376,8 +389,16 @@ def redeem_cases() -> list[dict[str, Any]]:
         {"name": "origin other port", "record": good, "origin": ORIGIN + ":8443"},
         {"name": "origin unparsable", "record": good, "origin": "not an origin"},
         {"name": "audience other", "record": _record(set={3: "billing"}), "origin": ORIGIN},
-        {"name": "audience checked after origin", "record": _record(set={3: "billing"}), "origin": "null"},
-        {"name": "expiry checked before origin", "record": _record(set={5: NOW_MS - 1}), "origin": "null"},
+        {
+            "name": "audience checked after origin",
+            "record": _record(set={3: "billing"}),
+            "origin": "null",
+        },
+        {
+            "name": "expiry checked before origin",
+            "record": _record(set={5: NOW_MS - 1}),
+            "origin": "null",
+        },
         {
             "name": "ip bound, same",
             "record": _record(set={6: "203.0.113.9"}),
@@ -408,7 +429,11 @@ def redeem_cases() -> list[dict[str, Any]]:
             "origin": ORIGIN,
             "client_ip": "198.51.100.7",
         },
-        {"name": "ip bound, none presented", "record": _record(set={6: "203.0.113.9"}), "origin": ORIGIN},
+        {
+            "name": "ip bound, none presented",
+            "record": _record(set={6: "203.0.113.9"}),
+            "origin": ORIGIN,
+        },
         {"name": "ip not bound", "record": good, "origin": ORIGIN, "client_ip": "198.51.100.7"},
         {
             "name": "ip checked after audience",
@@ -432,7 +457,7 @@ class _CountingRedis(fakeredis.FakeAsyncRedis):
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         type(self).calls += 1
-        return await super().execute_command(*args, **options)
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
 
 
 async def _python_redeem(case: dict[str, Any]) -> dict[str, Any]:
@@ -445,7 +470,9 @@ async def _python_redeem(case: dict[str, Any]) -> dict[str, Any]:
         TicketStore(client, batch=False), audience=case["audience"], clock=lambda: NOW_MS / 1000
     )
     try:
-        claims = await verifier.redeem(case["ticket"], origin=case["origin"], client_ip=case["client_ip"])
+        claims = await verifier.redeem(
+            case["ticket"], origin=case["origin"], client_ip=case["client_ip"]
+        )
     except TicketRejected as exc:
         result: dict[str, Any] = {"outcome": exc.reason.value, "status": exc.status}
     except StoreUnavailable:  # pragma: no cover - fakeredis does not fail
@@ -453,7 +480,11 @@ async def _python_redeem(case: dict[str, Any]) -> dict[str, Any]:
     else:
         result = {"outcome": "ok", "status": 101, "claims": claims.as_dict()}
     result["redis_calls"] = _CountingRedis.calls
-    result["record_left"] = await client.exists(ticket_key(PREFIX, case["ticket"])) == 1 if is_well_formed(case["ticket"]) else False
+    result["record_left"] = (
+        await client.exists(ticket_key(PREFIX, case["ticket"])) == 1
+        if is_well_formed(case["ticket"])
+        else False
+    )
     await client.aclose()
     return result
 
@@ -471,7 +502,11 @@ def _revocation_redeem_cases() -> list[dict[str, Any]]:
         ("v2, no revocation state", {}, False),
         ("v2, subject revoked after login", {u_key: json.dumps([auth_ms + 1, None])}, True),
         ("v2, subject revoked at login", {u_key: json.dumps([auth_ms, None])}, False),
-        ("v2, subject revoked, this session excepted", {u_key: json.dumps([auth_ms + 1, s_hash])}, False),
+        (
+            "v2, subject revoked, this session excepted",
+            {u_key: json.dumps([auth_ms + 1, s_hash])},
+            False,
+        ),
         (
             "v2, subject revoked, another session excepted",
             {u_key: json.dumps([auth_ms + 1, spec_session_hash("other")])},
@@ -536,7 +571,17 @@ def _revocation_redeem_cases() -> list[dict[str, Any]]:
 
 
 def revocation_vectors() -> dict[str, Any]:
-    subjects: list[str | int] = ["user-1", "", "\u00e9l\u00e8ve", "42", 42, 0, -1, 2**53 - 1, -(2**53 - 1)]
+    subjects: list[str | int] = [
+        "user-1",
+        "",
+        "\u00e9l\u00e8ve",
+        "42",
+        42,
+        0,
+        -1,
+        2**53 - 1,
+        -(2**53 - 1),
+    ]
     subject_ids = [{"subject": s, "id": spec_subject_id(s)} for s in subjects]
     assert spec_subject_id("42") != spec_subject_id(42)
     sessions = ["sess-1", "", "t1767222000", "\u00e9"]
@@ -555,13 +600,17 @@ def revocation_vectors() -> dict[str, Any]:
     }
     who = {"subject_hash": s, "session_hash": h, "auth_at_ms": 1000, "connection_id": "c1"}
     nobody = {**who, "session_hash": None}
-    rules = [
+    rules: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         ("nothing", who, {}),
         ("subject marker after auth", who, {"subject": [1001, None]}),
         ("subject marker at auth", who, {"subject": [1000, None]}),
         ("subject marker before auth", who, {"subject": [999, None]}),
         ("subject marker, own session excepted", who, {"subject": [1001, h]}),
-        ("subject marker, other session excepted", who, {"subject": [1001, spec_session_hash("x")]}),
+        (
+            "subject marker, other session excepted",
+            who,
+            {"subject": [1001, spec_session_hash("x")]},
+        ),
         ("subject marker, no session, except set", nobody, {"subject": [1001, h]}),
         ("session marker", who, {"session": True}),
         ("connection marker", who, {"connection": True}),
@@ -574,14 +623,29 @@ def revocation_vectors() -> dict[str, Any]:
     events = [
         ("subject, after auth", who, {"kind": "subject", "not_before": "1001"}, True),
         ("subject, at auth", who, {"kind": "subject", "not_before": "1000"}, False),
-        ("subject, own session excepted", who, {"kind": "subject", "not_before": "1001", "except": h}, False),
-        ("subject, other session excepted", who, {"kind": "subject", "not_before": "1001", "except": "x"}, True),
+        (
+            "subject, own session excepted",
+            who,
+            {"kind": "subject", "not_before": "1001", "except": h},
+            False,
+        ),
+        (
+            "subject, other session excepted",
+            who,
+            {"kind": "subject", "not_before": "1001", "except": "x"},
+            True,
+        ),
         ("session, this one", who, {"kind": "session", "session": h}, True),
         ("session, another", who, {"kind": "session", "session": spec_session_hash("x")}, False),
         ("session, connection without session", nobody, {"kind": "session", "session": h}, False),
         ("connection, this one", who, {"kind": "connection", "connection": "c1"}, True),
         ("connection, another", who, {"kind": "connection", "connection": "c2"}, False),
-        ("another subject", who, {"kind": "subject", "not_before": "9999", "subject": "other"}, False),
+        (
+            "another subject",
+            who,
+            {"kind": "subject", "not_before": "9999", "subject": "other"},
+            False,
+        ),
         ("unknown kind", who, {"kind": "everything", "not_before": "9999"}, False),
         ("unknown version", who, {"kind": "subject", "not_before": "9999", "v": "2"}, False),
     ]

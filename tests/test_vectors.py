@@ -77,7 +77,9 @@ def test_a_malformed_ticket_costs_no_redis_call() -> None:
     malformed = [c for c in redeem if c["outcome"] == "malformed"]
     assert malformed
     assert all(c["redis_calls"] == 0 for c in malformed)
-    assert all(c["redis_calls"] == 1 for c in redeem if c["outcome"] != "malformed" and not c.get("needs"))
+    assert all(
+        c["redis_calls"] == 1 for c in redeem if c["outcome"] != "malformed" and not c.get("needs")
+    )
 
 
 # --- records -------------------------------------------------------------------------------
@@ -96,7 +98,7 @@ def test_records(vector: dict[str, Any]) -> None:
     if vector["claims"] is None:
         if vector.get("needs"):  # a refusal proves something only once Python reads v2 records
             decode_record(V2_FULL)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"record|Expecting|Extra data|Unterminated|Invalid"):
             decode_record(vector["raw"])
     else:
         claims = decode_record(vector["raw"])
@@ -128,23 +130,23 @@ def test_extract_ticket(vector: dict[str, Any]) -> None:
     headers = [tuple(pair) for pair in vector["headers"]]
     if "reason" in vector:
         with pytest.raises(TicketRejected) as info:
-            extract_ticket(vector["target"], headers)  # type: ignore[arg-type]
+            extract_ticket(vector["target"], headers)
         assert info.value.reason.value == vector["reason"]
         assert info.value.status == vector["status"]
     else:
-        presented = extract_ticket(vector["target"], headers)  # type: ignore[arg-type]
+        presented = extract_ticket(vector["target"], headers)
         assert (presented.ticket, presented.transport) == (vector["ticket"], vector["transport"])
 
 
 @pytest.mark.parametrize("vector", cases(HANDSHAKE["upgrade"]))
 def test_is_websocket_upgrade(vector: dict[str, Any]) -> None:
     headers = [tuple(pair) for pair in vector["headers"]]
-    assert is_websocket_upgrade(vector["method"], headers) is vector["upgrade"]  # type: ignore[arg-type]
+    assert is_websocket_upgrade(vector["method"], headers) is vector["upgrade"]
 
 
 @pytest.mark.parametrize("vector", HANDSHAKE["request_origin"], ids=repr)
 def test_request_origin(vector: dict[str, Any]) -> None:
-    assert request_origin([tuple(pair) for pair in vector["headers"]]) == vector["origin"]  # type: ignore[misc]
+    assert request_origin([tuple(pair) for pair in vector["headers"]]) == vector["origin"]
 
 
 # --- redeem --------------------------------------------------------------------------------
@@ -152,7 +154,9 @@ def test_request_origin(vector: dict[str, Any]) -> None:
 
 async def redeem_once(vector: dict[str, Any]) -> dict[str, Any]:
     client = fakeredis.FakeAsyncRedis()
-    key = ticket_key(vector["prefix"], vector["ticket"]) if is_well_formed(vector["ticket"]) else None
+    key = (
+        ticket_key(vector["prefix"], vector["ticket"]) if is_well_formed(vector["ticket"]) else None
+    )
     if vector["record"] is not None and key is not None:
         await client.set(key, vector["record"])
     for state_key, value in vector.get("revocation_state", {}).items():
