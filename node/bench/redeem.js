@@ -68,12 +68,18 @@ for (let r = 0; r < repeat; r++) {
 }
 const med = (name, field) => median(runs.map((run) => run[name][field]));
 const figures = {};
-for (const name of Object.keys(runs[0])) figures[name] = { ops: med(name, "ops"), p50_ms: med(name, "p50_ms"), p99_ms: med(name, "p99_ms") };
+for (const name of Object.keys(runs[0]))
+  figures[name] = { ops: med(name, "ops"), p50_ms: med(name, "p50_ms"), p99_ms: med(name, "p99_ms") };
 figures.ratio = figures.verifier_no_revocation.ops / figures.raw_getdel.ops;
 figures.ratio_with_revocation = figures.verifier.ops / figures.raw_getdel.ops;
 for (const [name, f] of Object.entries(figures)) {
-  if (typeof f === "object") console.log(`${name.padEnd(24)} ${f.ops.toFixed(0).padStart(8)} ops/s  p50 ${f.p50_ms.toFixed(2)} ms  p99 ${f.p99_ms.toFixed(2)} ms`);
+  if (typeof f === "object")
+    console.log(
+      `${name.padEnd(24)} ${f.ops.toFixed(0).padStart(8)} ops/s  p50 ${f.p50_ms.toFixed(2)} ms  p99 ${f.p99_ms.toFixed(2)} ms`,
+    );
 }
-console.log(`verifier / raw GETDEL: ${figures.ratio.toFixed(2)}x (with the revocation read: ${figures.ratio_with_revocation.toFixed(2)}x)`);
+console.log(
+  `verifier / raw GETDEL: ${figures.ratio.toFixed(2)}x (with the revocation read: ${figures.ratio_with_revocation.toFixed(2)}x)`,
+);
 console.log(JSON.stringify({ concurrency, ops, repeat, ...figures }));
 await client.close();

@@ -36,9 +36,7 @@ function queryString(target) {
 
 /** Python's unquote_plus, as far as comparing the result with an ASCII name goes. */
 function unquotePlus(text) {
-  return text
-    .replace(/\+/g, " ")
-    .replace(/%([0-9A-Fa-f]{2})/g, (_, hex) => String.fromCharCode(parseInt(hex, 16)));
+  return text.replace(/\+/g, " ").replace(/%([0-9A-Fa-f]{2})/g, (_, hex) => String.fromCharCode(parseInt(hex, 16)));
 }
 
 function ticketParams(query) {

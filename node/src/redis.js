@@ -71,7 +71,11 @@ function watch(deadlineMs, operation) {
       for (const e of pending) {
         if (e.at <= now) {
           pending.delete(e);
-          e.reject(new StoreUnavailable(`${e.operation} failed: deadline of ${e.deadlineMs} ms passed`, { operation: e.operation }));
+          e.reject(
+            new StoreUnavailable(`${e.operation} failed: deadline of ${e.deadlineMs} ms passed`, {
+              operation: e.operation,
+            }),
+          );
         }
       }
       if (pending.size === 0) {

@@ -6,8 +6,7 @@
  */
 import { createHash } from "node:crypto";
 
-const hash16 = (text) =>
-  createHash("sha256").update(text, "utf8").digest().subarray(0, 16).toString("base64url");
+const hash16 = (text) => createHash("sha256").update(text, "utf8").digest().subarray(0, 16).toString("base64url");
 
 /** S(subject): `s:` + a string subject, `i:` + the decimal of an integer one. */
 export function subjectId(subject) {

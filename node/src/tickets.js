@@ -53,7 +53,7 @@ function isMillis(value) {
 }
 
 function isSubject(value) {
-  return (typeof value === "string") || Number.isSafeInteger(value);
+  return typeof value === "string" || Number.isSafeInteger(value);
 }
 
 /**
@@ -73,7 +73,8 @@ function markInexactNumbers(text) {
       for (; j < text.length; j++) {
         const d = text.charCodeAt(j);
         if (d >= 48 && d <= 57) continue;
-        if (d === 46 || d === 101 || d === 69 || d === 43 || d === 45) integer = false; // . e E + -
+        if (d === 46 || d === 101 || d === 69 || d === 43 || d === 45)
+          integer = false; // . e E + -
         else break;
       }
       // Up to 15 digits every integer is exact; only longer ones need the careful check.

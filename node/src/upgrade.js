@@ -147,7 +147,11 @@ export function ticketUpgrade({ wss, verifier, path, onAccept, revocations, clie
       log.info(`client left during the redeem ticket=${logId(presented.ticket)}`);
       return;
     }
-    req.ticketd = { claims, subprotocol: presented.subprotocol, connectionId: held?.who.connectionId ?? connectionId() };
+    req.ticketd = {
+      claims,
+      subprotocol: presented.subprotocol,
+      connectionId: held?.who.connectionId ?? connectionId(),
+    };
     wss.handleUpgrade(req, socket, head, (ws) => {
       ws.ticketd = req.ticketd;
       track(ws, claims, held);

@@ -176,7 +176,9 @@ class HttpVerifier extends BaseVerifier {
       onClaims?.(claims);
       return claims;
     } catch (error) {
-      throw this._rejected(error instanceof TicketdError ? error : new StoreUnavailable("redeem failed", { cause: error }));
+      throw this._rejected(
+        error instanceof TicketdError ? error : new StoreUnavailable("redeem failed", { cause: error }),
+      );
     }
   }
 
@@ -203,7 +205,9 @@ class HttpVerifier extends BaseVerifier {
     // store_unavailable, and every configuration error (invalid_service_key,
     // redeem_disabled, invalid_body): no 101 without an answer, fail closed.
     const level = code === "store_unavailable" ? "warn" : "error";
-    this.logger[level](`redeem endpoint refused: status=${response.status} code=${typeof code === "string" ? code : "-"}`);
+    this.logger[level](
+      `redeem endpoint refused: status=${response.status} code=${typeof code === "string" ? code : "-"}`,
+    );
     throw new StoreUnavailable(`redeem endpoint answered ${response.status}`);
   }
 

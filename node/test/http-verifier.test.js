@@ -36,7 +36,15 @@ const verifier = (deadlineMs = 2000) =>
 test("200: claims in this package's spelling; the request carries the bearer key and the handshake", async () => {
   answer = {
     status: 200,
-    body: { subject: 7, origin: "https://app.example.com", audience: "chat", issued_at: 1.5, expires_at: 31.5, client_ip: null, extra: { r: 1 } },
+    body: {
+      subject: 7,
+      origin: "https://app.example.com",
+      audience: "chat",
+      issued_at: 1.5,
+      expires_at: 31.5,
+      client_ip: null,
+      extra: { r: 1 },
+    },
   };
   const ticket = newTicket();
   const claims = await verifier().redeem(ticket, { origin: "https://app.example.com", clientIp: "203.0.113.9" });

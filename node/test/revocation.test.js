@@ -28,9 +28,16 @@ after(async () => {
 });
 
 let n = 0;
-async function connectAs({ subject = `user-${++n}`, session = "sess-1", authMs = Date.now() - 60_000, sessionExpiresMs = Date.now() + 3_600_000 } = {}) {
+async function connectAs({
+  subject = `user-${++n}`,
+  session = "sess-1",
+  authMs = Date.now() - 60_000,
+  sessionExpiresMs = Date.now() + 3_600_000,
+} = {}) {
   const ticket = newTicket();
-  await redis.client.set(ticketKey(PREFIX, ticket), recordV2({ subject, session, authMs, sessionExpiresMs }), { PX: 30_000 });
+  await redis.client.set(ticketKey(PREFIX, ticket), recordV2({ subject, session, authMs, sessionExpiresMs }), {
+    PX: 30_000,
+  });
   const ws = new WebSocket(`${app.url}/ws?ticket=${ticket}`, { origin: ORIGIN });
   const closed = new Promise((resolve) => ws.on("close", (code) => resolve(code)));
   await new Promise((resolve, reject) => {
@@ -41,7 +48,19 @@ async function connectAs({ subject = `user-${++n}`, session = "sess-1", authMs =
 }
 
 const event = (fields) =>
-  redis.client.sendCommand(["XADD", `${PREFIX}revocations`, "MAXLEN", "~", "10000", "*", "v", "1", "at", String(Date.now()), ...Object.entries(fields).flat()]);
+  redis.client.sendCommand([
+    "XADD",
+    `${PREFIX}revocations`,
+    "MAXLEN",
+    "~",
+    "10000",
+    "*",
+    "v",
+    "1",
+    "at",
+    String(Date.now()),
+    ...Object.entries(fields).flat(),
+  ]);
 
 const stillOpen = async (ws) => {
   await new Promise((resolve) => setTimeout(resolve, 200));
@@ -64,7 +83,12 @@ describe("the revocation stream closes matching sockets with 4403", () => {
   test("subject event with an excepted session (log out everywhere else)", async () => {
     const mine = await connectAs({ subject: "carol", session: "keep" });
     const elsewhere = await connectAs({ subject: "carol", session: "drop" });
-    await event({ kind: "subject", subject: subjectId("carol"), not_before: String(Date.now()), except: sessionHash("keep") });
+    await event({
+      kind: "subject",
+      subject: subjectId("carol"),
+      not_before: String(Date.now()),
+      except: sessionHash("keep"),
+    });
     assert.equal(await elsewhere.closed, 4403);
     assert.equal(await stillOpen(mine.ws), true);
     mine.ws.close();
@@ -123,7 +147,10 @@ describe("state is the truth", () => {
   test("a revoked session is refused at redeem, before the 101", async () => {
     await redis.client.set(sessionKey(PREFIX, subjectId("ivan"), sessionHash("s-i")), String(Date.now()));
     const ticket = newTicket();
-    await redis.client.set(ticketKey(PREFIX, ticket), recordV2({ subject: "ivan", session: "s-i", authMs: Date.now() - 1000 }));
+    await redis.client.set(
+      ticketKey(PREFIX, ticket),
+      recordV2({ subject: "ivan", session: "s-i", authMs: Date.now() - 1000 }),
+    );
     const { text } = await rawHandshake(app.port, { target: `/ws?ticket=${ticket}` });
     assert.match(text, /^HTTP\/1\.1 403 /);
     assert.equal(await redis.client.exists(ticketKey(PREFIX, ticket)), 0);

@@ -84,7 +84,18 @@ export function recordV2({
   authMs = null,
   sessionExpiresMs = null,
 } = {}) {
-  return JSON.stringify([2, subject, origin, audience, issuedMs, issuedMs + ttlMs, clientIp, session, authMs, sessionExpiresMs]);
+  return JSON.stringify([
+    2,
+    subject,
+    origin,
+    audience,
+    issuedMs,
+    issuedMs + ttlMs,
+    clientIp,
+    session,
+    authMs,
+    sessionExpiresMs,
+  ]);
 }
 
 import { createServer as createHttpServer } from "node:http";

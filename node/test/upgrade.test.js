@@ -12,7 +12,12 @@ let verifier;
 let app;
 const accepted = [];
 const lines = [];
-const logger = { info: (m) => lines.push(m), warn: (m) => lines.push(m), error: (m) => lines.push(m), debug: (m) => lines.push(m) };
+const logger = {
+  info: (m) => lines.push(m),
+  warn: (m) => lines.push(m),
+  error: (m) => lines.push(m),
+  debug: (m) => lines.push(m),
+};
 
 async function mint(options = {}) {
   const ticket = newTicket();
@@ -79,7 +84,8 @@ describe("accepted handshakes", () => {
   for (const order of ["ticketd.v1 first", "ticket first"]) {
     test(`subprotocol transport (${order}): the server answers ticketd.v1, never the ticket`, async () => {
       const ticket = await mint();
-      const protocols = order === "ticket first" ? [`ticket.${ticket}`, "ticketd.v1"] : ["ticketd.v1", `ticket.${ticket}`];
+      const protocols =
+        order === "ticket first" ? [`ticket.${ticket}`, "ticketd.v1"] : ["ticketd.v1", `ticket.${ticket}`];
       const { ws, protocol } = await open(`${app.url}/ws`, protocols);
       assert.equal(protocol, "ticketd.v1");
       ws.close();
@@ -101,7 +107,10 @@ describe("accepted handshakes", () => {
     await rawHandshake(app.port, { target: `/ws?ticket=${ticket}`, headers: { Origin: "https://evil.example.com" } });
     await rawHandshake(app.port, { target: `/ws?ticket=${ticket}` });
     assert.ok(lines.length >= 2);
-    assert.ok(lines.some((l) => l.includes(`reason=origin_mismatch ticket=${logId(ticket)}`)), lines.join("\n"));
+    assert.ok(
+      lines.some((l) => l.includes(`reason=origin_mismatch ticket=${logId(ticket)}`)),
+      lines.join("\n"),
+    );
     assert.ok(lines.every((l) => !l.includes(ticket)));
   });
 });

@@ -102,12 +102,15 @@ describe("handshakes", () => {
   for (const v of vectors.extract) {
     test(`extract: ${v.name}`, () => {
       if (v.reason) {
-        assert.throws(() => extractTicket(v.target, v.headers), (error) => {
-          assert.ok(error instanceof TicketRejected);
-          assert.equal(error.reason, v.reason);
-          assert.equal(error.status, v.status);
-          return true;
-        });
+        assert.throws(
+          () => extractTicket(v.target, v.headers),
+          (error) => {
+            assert.ok(error instanceof TicketRejected);
+            assert.equal(error.reason, v.reason);
+            assert.equal(error.status, v.status);
+            return true;
+          },
+        );
       } else {
         const presented = extractTicket(v.target, v.headers);
         assert.deepEqual([presented.ticket, presented.transport], [v.ticket, v.transport]);
