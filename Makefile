@@ -17,15 +17,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[server,test,dev]'
 	@touch $(STAMP)
 
+# The Node package (node/): installed exactly from its lockfile, again when it changes.
+NODE_STAMP := node/node_modules/.installed
+
+$(NODE_STAMP): node/package.json node/package-lock.json
+	@command -v node >/dev/null || { echo "the Node package needs Node.js >= 20 (apt-get install nodejs npm)"; exit 1; }
+	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20)' || \
+		{ echo "the Node package needs Node.js >= 20, found $$(node --version)"; exit 1; }
+	cd node && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
 run: $(STAMP)
 	$(BIN)/ticketd serve --dev --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest --cov --cov-branch --cov-report=term $(PYTEST_ARGS)
+	cd node && npm test
 
-lint: $(STAMP)
+lint: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	cd node && npm run lint
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -33,7 +45,7 @@ typecheck: $(STAMP)
 openapi: $(STAMP)
 	$(BIN)/python -m ticketd.service.openapi > openapi/openapi.json
 
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m bench
 
 soak: $(STAMP)
@@ -43,4 +55,4 @@ demo: $(STAMP)
 	$(BIN)/python -m ticketd.demo --host $(HOST) --port $(PORT)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov node/node_modules
