@@ -22,7 +22,7 @@ NODE_STAMP := node/node_modules/.installed
 
 $(NODE_STAMP): node/package.json node/package-lock.json
 	@command -v node >/dev/null || { echo "the Node package needs Node.js >= 20 (apt-get install nodejs npm)"; exit 1; }
-	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20)' || \
+	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' || \
 		{ echo "the Node package needs Node.js >= 20, found $$(node --version)"; exit 1; }
 	cd node && npm ci --no-audit --no-fund --loglevel=error
 	@touch $(NODE_STAMP)

@@ -245,7 +245,9 @@ def test_statuses_and_body() -> None:
     codes = load("close_codes.json")
     python = {reason.value: status for reason, status in REJECTION_STATUS.items()}
     expected = dict(codes["rejection_status"])
-    assert expected.pop("revoked") == 403  # Reason.REVOKED arrives with the revocation work
+    assert expected["revoked"] == 403
+    if "revoked" not in python:  # Reason.REVOKED arrives with the revocation work
+        del expected["revoked"]
     assert python == expected
     assert {r.value for r in Reason} == set(expected)
     assert codes["denial_body"] == DENIAL_BODY
