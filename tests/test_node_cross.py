@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections import Counter
 from collections.abc import Iterator
 
@@ -112,10 +113,12 @@ def test_tickets_minted_by_ticketd_serve_open_node_sockets(
         assert all(stolen not in line for line in node.seen)
 
 
-async def python_redeems(url: str, tickets: list[str], concurrency: int) -> list[str]:
+async def python_redeems(
+    url: str, tickets: list[str], order: list[int], concurrency: int
+) -> list[str]:
     verifier = TicketVerifier.from_url(url, audience="chat")
     outcomes = [""] * len(tickets)
-    positions = iter(range(len(tickets)))
+    positions = iter(order)
 
     async def worker() -> None:
         for i in positions:
@@ -155,13 +158,18 @@ def test_python_and_node_verifiers_race_for_the_same_tickets(
     mint_service: str, redis_server: RedisServer
 ) -> None:
     tickets = asyncio.run(mint_many(mint_service, RACE_TICKETS))
+    # Each side walks the tickets in its own random order: they collide all along the
+    # way, and neither can take every ticket just by starting first.
+    python_order, node_order = list(range(len(tickets))), list(range(len(tickets)))
+    random.Random(1).shuffle(python_order)
+    random.Random(2).shuffle(node_order)
     node = NodeProcess("redeem-many.js", {})
     try:
         job = {"redis": redis_server.url, "audience": "chat", "origin": APP_ORIGIN}
-        node.send(json.dumps({**job, "tickets": tickets, "concurrency": 32}))
+        node.send(json.dumps({**job, "tickets": tickets, "order": node_order, "concurrency": 32}))
         assert node.next_line() == "ready"
         node.send("go")
-        python = asyncio.run(python_redeems(redis_server.url, tickets, 32))
+        python = asyncio.run(python_redeems(redis_server.url, tickets, python_order, 32))
         node_outcomes = json.loads(node.next_line())
     finally:
         node.stop()
