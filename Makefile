@@ -4,16 +4,23 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SERVER_STAMP := $(VENV)/.installed-server
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
 .PHONY: run test lint typecheck bench openapi demo soak clean
 
-$(STAMP): pyproject.toml
+# `make run` and `make demo` install only what serving needs (the `server` extra);
+# every other target installs the test and dev tools on top.
+$(SERVER_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "ticketd needs Python 3.11 or newer (PYTHON=$(PYTHON))"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[server]'
+	@touch $(SERVER_STAMP)
+
+$(STAMP): $(SERVER_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[server,test,dev]'
 	@touch $(STAMP)
 
@@ -27,11 +34,14 @@ $(NODE_STAMP): node/package.json node/package-lock.json
 	cd node && npm ci --no-audit --no-fund --loglevel=error
 	@touch $(NODE_STAMP)
 
-run: $(STAMP)
-	$(BIN)/ticketd serve --dev --host $(HOST) --port $(PORT)
+# Ctrl+C stops the server cleanly: exit status 130, which is not a failure here.
+run: $(SERVER_STAMP)
+	$(BIN)/ticketd serve --dev --host $(HOST) --port $(PORT) || test $$? -eq 130
 
+# COVERAGE_FILE is absolute: subprocesses started in temporary directories write there too.
 test: $(STAMP) $(NODE_STAMP)
-	$(BIN)/python -m pytest --cov --cov-branch --cov-report=term $(PYTEST_ARGS)
+	rm -f .coverage .coverage.*
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/python -m pytest --cov --cov-branch --cov-report=term $(PYTEST_ARGS)
 	cd node && npm test
 
 lint: $(STAMP) $(NODE_STAMP)
@@ -51,8 +61,8 @@ bench: $(STAMP) $(NODE_STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m tests.soak $(SOAK_ARGS)
 
-demo: $(STAMP)
-	$(BIN)/python -m ticketd.demo --host $(HOST) --port $(PORT)
+demo: $(SERVER_STAMP)
+	$(BIN)/ticketd demo --dev --host $(HOST) --port $(PORT) || test $$? -eq 130
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov node/node_modules

@@ -7,10 +7,12 @@ import fakeredis
 import httpx
 import pytest
 import redis
-import redis.asyncio
 
-from tests.redisproc import RedisServer
-from tests.service_support import make_settings, running_service
+import ticketd.connection
+from tests.support.redisproc import RedisServer
+from tests.support.service_support import make_settings, running_service
+from tests.support.twins import BACKENDS, KINDS, Kind, Stores
+from ticketd import BlockingTicketStore, RedisOptions, TicketStore
 
 
 @pytest.fixture(scope="session")
@@ -49,16 +51,46 @@ def private_redis() -> Iterator[RedisServer]:
         server.close()
 
 
-@pytest.fixture(params=["fakeredis", "redis-server"])
-async def any_async_redis(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    """The same test against the embedded store (fakeredis) and a real redis-server."""
-    client: Any
+@pytest.fixture(params=KINDS)
+def verifier_kind(request: pytest.FixtureRequest) -> Kind:
+    """The twin under test: ``async`` (TicketVerifier/TicketStore) or ``blocking``."""
+    kind: Kind = request.param
+    return kind
+
+
+@pytest.fixture(params=BACKENDS)
+async def stores(request: pytest.FixtureRequest) -> AsyncIterator[Stores]:
+    """The one store fixture: the same data behind an asyncio and a blocking store, on
+    the embedded store (fakeredis) and on a real redis-server. ``stores.kind`` follows
+    ``verifier_kind`` when the test asks for it."""
     if request.param == "fakeredis":
-        client = fakeredis.FakeAsyncRedis()
+        server = fakeredis.FakeServer()
+        async_client: Any = fakeredis.FakeAsyncRedis(server=server)
+        blocking_client: Any = fakeredis.FakeRedis(server=server)
     else:
-        client = redis.asyncio.Redis.from_url(request.getfixturevalue("redis_url"))
-    yield client
-    await client.aclose()
+        url = request.getfixturevalue("redis_url")
+        async_client = ticketd.connection.async_client(RedisOptions(url=url))
+        blocking_client = ticketd.connection.sync_client(RedisOptions(url=url))
+    kind: Kind = (
+        request.getfixturevalue("verifier_kind")
+        if "verifier_kind" in request.fixturenames
+        else "async"
+    )
+    both = Stores(TicketStore(async_client), BlockingTicketStore(blocking_client), kind=kind)
+    yield both
+    await both.aclose()
+
+
+@pytest.fixture
+def store(stores: Stores) -> TicketStore:
+    """The asyncio store of :func:`stores` (fakeredis and redis-server)."""
+    return stores.async_store
+
+
+@pytest.fixture
+def any_async_redis(stores: Stores) -> Any:
+    """The asyncio client of :func:`stores` (fakeredis and redis-server)."""
+    return stores.async_store.client
 
 
 @pytest.fixture(scope="module")

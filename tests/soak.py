@@ -20,8 +20,8 @@ from collections import Counter
 
 import httpx
 
-from tests.redisproc import RedisServer, free_port
-from tests.service_support import APP_ORIGIN, SECRET, SERVICE_KEY, cookie_for
+from tests.support.redisproc import RedisServer, free_port
+from tests.support.service_support import APP_ORIGIN, SECRET, SERVICE_KEY, cookie_for
 
 MAX_GROWTH = 0.05
 

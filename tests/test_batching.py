@@ -10,7 +10,7 @@ import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from tests.redisproc import RedisServer
+from tests.support.redisproc import RedisServer
 from ticketd.batching import CommandBatcher
 
 

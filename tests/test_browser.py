@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,11 +29,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from tests.redisproc import RedisServer, free_port
-from tests.servers import serve_app
-from tests.service_support import cookie_for, make_settings, ticket_keys
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, LogLines, require_browser
+from tests.support.redisproc import RedisServer, free_port
+from tests.support.servers import serve_app
+from tests.support.service_support import cookie_for, make_settings, ticket_keys
 from ticketd import Claims, TicketRejected, TicketVerifier, extract_ticket
-from ticketd.demo import build_demo
 from ticketd.integrations.asgi import ticket_subprotocol
 from ticketd.integrations.starlette import install, require_ticket
 from ticketd.service import Settings, create_app
@@ -43,17 +41,6 @@ from ticketd.tickets import log_id
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WAIT_MS = 10_000
 SUBJECT = "user-42"
 
 APP_PAGE = """<!doctype html><meta charset="utf-8"><title>app</title>
@@ -84,23 +71,6 @@ START_CLIENT = """(opts) => {
     onStatus: (s) => window.log.states.push(s.state),
   });
 }"""
-
-
-def require_browser() -> None:
-    """Skip (or, with TICKETD_TEST_REQUIRE_BROWSER=1 as in CI, fail) without Chromium."""
-    problem = None
-    if not Path(CHROMIUM).exists():
-        problem = f"{CHROMIUM} not found: apt-get install chromium"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            problem = "playwright is not installed: pip install -e '.[test]'"
-    if problem is None:
-        return
-    if os.environ.get("TICKETD_TEST_REQUIRE_BROWSER") == "1":
-        pytest.fail(problem, pytrace=False)
-    pytest.skip(problem)
 
 
 @dataclass
@@ -167,17 +137,6 @@ class Recorder:
         with self.lock:
             found = self.seen[mark:]
         return [s for s in found if (kind is None or s.kind == kind) and path in (None, s.path)]
-
-
-class LogLines(logging.Handler):
-    """The ticketd log lines (verifier and adapter reasons), from any thread."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
 
 
 @dataclass
@@ -486,42 +445,3 @@ def test_client_stops_on_401(servers: Servers, context_factory: Callable[..., An
     mints = servers.recorder.since(mark, path="/v1/tickets")
     assert [(m.method, m.cookie, m.status) for m in mints] == [("POST", False, 401)]
     assert servers.recorder.since(mark, kind="websocket") == []
-
-
-def test_demo_page_login_connect_and_chat(browser: Any) -> None:
-    port = free_port()
-    with serve_app(build_demo("127.0.0.1", port), port=port) as base:
-        contexts = [browser.new_context() for _ in range(2)]
-        try:
-            alice, bob = (context.new_page() for context in contexts)
-            for page, name, transport in ((alice, "alice", "query"), (bob, "bob", "subprotocol")):
-                page.set_default_timeout(WAIT_MS)
-                page.goto(base + "/")
-                page.wait_for_function("() => window.demoReady === true")
-                if name == "bob":  # not logged in yet: the client stops at the 401
-                    page.click("#connect")
-                    page.wait_for_function(
-                        "() => /closed/.test(document.getElementById('status').textContent)"
-                    )
-                    assert "ticket request refused (401)" in page.inner_text("#messages")
-                page.fill("#name", name)
-                page.click("#login")
-                page.wait_for_function(
-                    "() => /login: 200/.test(document.getElementById('messages').textContent)"
-                )
-                page.select_option("#transport", transport)
-                page.click("#connect")
-                page.wait_for_function(
-                    "() => document.getElementById('status').textContent === 'open'"
-                )
-            alice.wait_for_function(
-                "() => /bob joined/.test(document.getElementById('messages').textContent)"
-            )
-            bob.fill("#text", "hi alice")
-            bob.press("#text", "Enter")
-            alice.wait_for_function(
-                "() => /bob: hi alice/.test(document.getElementById('messages').textContent)"
-            )
-        finally:
-            for context in contexts:
-                context.close()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.processes import environment, free_port, ticketd, wait_until_live
 from ticketd.service.cli import _dev_banner
 from ticketd.service.settings import build_settings
 from ticketd.sessions import SessionVerifier
@@ -22,27 +21,11 @@ from ticketd.sessions import SessionVerifier
 SECRET = "test-only-key-0123456789abcdefghijklmn"
 ORIGIN = "https://app.example.com"
 TICKET = re.compile(r"[A-Za-z0-9_-]{43}")
-
-
-def environment(**values: str) -> dict[str, str]:
-    """This process's environment without any TICKETD_* variable, plus ``values``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKETD_")}
-    env.update(values)
-    return env
-
-
-def ticketd(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ticketd.service.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+SECRET_FIX = (
+    "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))' "
+    "(or run `ticketd serve --dev` for local development)"
+)
+ORIGIN_FIX = "an origin is scheme://host[:port], e.g. https://app.example.com, comma-separated"
 
 
 # -- check-config ------------------------------------------------------------------------
@@ -80,7 +63,7 @@ def test_check_config_ignores_the_callers_ticketd_variables(tmp_path: Path) -> N
     assert result.returncode == 2
     assert result.stderr == (
         "ticketd: configuration error: TICKETD_ALLOWED_ORIGINS: "
-        "at least one allowed origin is required\n"
+        f"at least one allowed origin is required; fix: {ORIGIN_FIX}\n"
     )
 
 
@@ -97,12 +80,14 @@ def test_check_config_bad(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert sorted(result.stderr.splitlines()) == [
-        "ticketd: configuration error: TICKETD_ALLOWED_ORIGINS: "
-        "origin must be scheme://host[:port] with nothing else",
+        "ticketd: configuration error: TICKETD_ALLOWED_ORIGINS: entry 1 "
+        f"'{ORIGIN}/path': origin must be scheme://host[:port] with nothing else; "
+        f"fix: {ORIGIN_FIX}",
         "ticketd: configuration error: TICKETD_SESSION_SECRET: "
-        "the session secret looks like a placeholder; generate a random one",
+        "the session secret looks like a placeholder; generate a random one; "
+        f"fix: {SECRET_FIX}",
         "ticketd: configuration error: TICKETD_SESSION_SECRET_FALLBACKS: "
-        "a fallback secret is shorter than 32 bytes",
+        f"a fallback secret is shorter than 32 bytes; fix: {SECRET_FIX}",
         "ticketd: configuration error: TICKETD_TICKET_TTL: "
         "Input should be greater than or equal to 1",
     ]
@@ -129,7 +114,7 @@ def test_serve_bad_config_refused(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == (
         "ticketd: configuration error: TICKETD_SESSION_SECRET: "
-        "the session secret is shorter than 32 bytes\n"
+        f"the session secret is shorter than 32 bytes; fix: {SECRET_FIX}\n"
     )
     assert SECRET[:20] not in result.stderr
 
@@ -153,29 +138,6 @@ def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
 
 
 # -- serve --dev ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until_live(
-    client: httpx.Client, process: subprocess.Popen[bytes], stderr: Path, port: int
-) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"ticketd exited with {process.returncode}: {stderr.read_text()}")
-        try:
-            if client.get(f"http://127.0.0.1:{port}/livez").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"ticketd did not come up within 20 s: {stderr.read_text()}")
 
 
 @pytest.mark.slow

@@ -9,8 +9,8 @@ import httpx
 import pytest
 import redis
 
-from tests.redis_topologies import ClusterTopology, redis_cluster
-from tests.service_support import (
+from tests.support.redis_topologies import ClusterTopology, redis_cluster
+from tests.support.service_support import (
     APP_ORIGIN,
     PREFIX,
     cookie_for,

@@ -32,7 +32,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.retry import Retry
 
-from tests.redisproc import RedisServer
+from tests.support.redisproc import RedisServer
 from ticketd.batching import CommandBatcher
 from ticketd.connection import RedisOptions, async_client, sync_client
 from ticketd.exceptions import StoreUnavailable

@@ -22,8 +22,8 @@ from multiprocessing.queues import Queue
 import httpx
 import pytest
 
-from tests.redisproc import RedisServer, free_port
-from tests.service_support import APP_ORIGIN, SECRET, cookie_for
+from tests.support.redisproc import RedisServer, free_port
+from tests.support.service_support import APP_ORIGIN, SECRET, cookie_for
 
 DURATION = 6.0
 CLIENTS = 4

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+import re
+
 import pytest
 
+import ticketd
+import ticketd.exceptions
 from ticketd.exceptions import (
     REJECTION_STATUS,
     InvalidOrigin,
     Reason,
+    StoreOperation,
     StoreUnavailable,
     TicketError,
     TicketRejected,
 )
+from ticketd.sessions import SessionInvalid, SessionReason
 
 # Dashboards and alerts key on these values: changing one is a breaking change.
 EXPECTED = {
@@ -82,3 +90,55 @@ def test_ticket_rejected_is_caught_as_ticket_error() -> None:
         raise TicketRejected(Reason.INVALID)
     assert isinstance(info.value, TicketRejected)
     assert info.value.status == 401
+
+
+def _package_exception_classes() -> set[type[BaseException]]:
+    """Every exception class defined in any ticketd module (the optional extras included)."""
+    found: set[type[BaseException]] = set()
+    for info in pkgutil.walk_packages(ticketd.__path__, "ticketd."):
+        try:
+            module = importlib.import_module(info.name)
+        except ImportError:  # an adapter whose framework is not installed
+            continue
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__.startswith("ticketd")
+            ):
+                found.add(value)
+    return found
+
+
+def test_the_tree_in_the_docstring_lists_every_exception_the_package_defines() -> None:
+    doc = ticketd.exceptions.__doc__ or ""
+    tree = set(re.findall(r"^ {4}(?: [├└]── )?([A-Z]\w+) {2}", doc, flags=re.MULTILINE))
+    defined = {cls.__name__ for cls in _package_exception_classes()}
+    assert defined == tree
+    assert {"SessionInvalid", "InvalidSubject", "StoreUnavailable"} <= defined
+
+
+def test_store_unavailable_carries_operation_and_cause_never_a_password() -> None:
+    cause = ConnectionError("Error 111 connecting to redis://app:hunter2@10.0.0.5:6380/0.")
+    exc = StoreUnavailable.from_error(StoreOperation.REDEEM, cause, where="10.0.0.5:6380")
+    assert exc.operation is StoreOperation.REDEEM
+    assert exc.cause is cause
+    assert "hunter2" not in str(exc)
+    assert str(exc) == (
+        "redeem failed on 10.0.0.5:6380: ConnectionError: "
+        "Error 111 connecting to redis://***@10.0.0.5:6380/0."
+    )
+    silent = StoreUnavailable.from_error(StoreOperation.PING, TimeoutError())
+    assert str(silent) == "ping failed: TimeoutError: no answer within the deadline"
+
+
+def test_session_reasons_are_an_enum() -> None:
+    assert {r.value for r in SessionReason} == {
+        "missing", "duplicate", "too_long", "bad_signature", "expired", "bad_payload",
+        "no_subject", "bad_subject",
+    }  # fmt: skip
+    exc = SessionInvalid(SessionReason.EXPIRED)
+    assert exc.reason is SessionReason.EXPIRED
+    assert isinstance(exc.reason, str)
+    assert exc.reason.value == "expired"
+    assert str(exc) == "expired"

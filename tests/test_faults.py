@@ -29,8 +29,8 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.typing import Origin
 
-from tests.redisproc import RedisServer
-from tests.service_support import (
+from tests.support.redisproc import RedisServer
+from tests.support.service_support import (
     APP_ORIGIN,
     cookie_for,
     make_settings,

@@ -27,8 +27,10 @@ import redis
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from websockets.asyncio.server import ServerConnection, serve
 
-from tests.redisproc import RedisServer
-from tests.service_support import (
+from tests.support.adapters import AUDIENCE, ORIGIN, ticket_env
+from tests.support.cookies import flask_cookie, starlette_cookie
+from tests.support.redisproc import RedisServer
+from tests.support.service_support import (
     APP_ORIGIN,
     SECRET,
     SERVICE_KEY,
@@ -37,8 +39,6 @@ from tests.service_support import (
     running_service,
     ticket_keys,
 )
-from tests.test_integrations_common import AUDIENCE, ORIGIN, ticket_env
-from tests.test_sessions import flask_cookie, starlette_cookie
 from ticketd import TicketVerifier
 from ticketd.integrations.websockets import claims_of, select_subprotocol, ticket_auth
 from ticketd.redaction import install_redaction, remove_redaction

@@ -7,36 +7,20 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.redisproc import RedisServer
-from tests.test_integrations_common import ORIGIN, OTHER_ORIGIN, ticket_env
+from tests.support.adapters import ORIGIN, OTHER_ORIGIN, ticket_env
+from tests.support.apps import aiohttp_app
+from tests.support.redisproc import RedisServer
 from ticketd import TicketVerifier
-from ticketd.integrations.aiohttp import CLAIMS_KEY, PROTOCOLS, check_ticket
 
 TIMEOUT = aiohttp.ClientWSTimeout(ws_receive=5.0)
-
-
-def make_app(verifier: TicketVerifier) -> web.Application:
-    async def chat(request: web.Request) -> web.WebSocketResponse:
-        claims = await check_ticket(request, verifier)
-        assert request[CLAIMS_KEY] is claims
-        ws = web.WebSocketResponse(protocols=PROTOCOLS)
-        await ws.prepare(request)
-        await ws.send_json({"subject": claims.subject})
-        await ws.close()
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/ws", chat)
-    return app
 
 
 @asynccontextmanager
 async def served(verifier: TicketVerifier) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
     async with (
-        TestServer(make_app(verifier), host="127.0.0.1") as server,
+        TestServer(aiohttp_app(verifier), host="127.0.0.1") as server,
         aiohttp.ClientSession() as session,
     ):
         yield session, str(server.make_url("/ws"))

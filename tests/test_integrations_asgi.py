@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import Depends, FastAPI, WebSocket
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.routing import WebSocketRoute
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
-from tests.redisproc import RedisServer
-from tests.test_integrations_common import ORIGIN, OTHER_ORIGIN, ticket_env
+from tests.support.adapters import ORIGIN, OTHER_ORIGIN, ticket_env
+from tests.support.apps import starlette_app, uvicorn_server
+from tests.support.redisproc import RedisServer
 from ticketd import Claims, TicketVerifier
 from ticketd.integrations.asgi import (
-    STATE_KEY,
     TicketMiddleware,
-    claims_from_scope,
     ticket_subprotocol,
 )
 from ticketd.integrations.starlette import install, require_ticket
@@ -36,27 +29,6 @@ TIMEOUT = 5.0
 # uvicorn's websockets-sansio protocol (the default) logs this after every denial
 # response although the client got it: https://github.com/Kludex/uvicorn/pull/3138
 UVICORN_SANSIO_DENIAL_ERROR = "ASGI callable returned without completing handshake."
-
-
-async def chat(websocket: WebSocket) -> None:
-    await websocket.accept(subprotocol=ticket_subprotocol(websocket.scope))
-    claims = claims_from_scope(websocket.scope)
-    assert getattr(websocket.state, STATE_KEY) is claims
-    await websocket.send_json(
-        {
-            "subject": claims.subject,
-            "query": websocket.scope["query_string"].decode(),
-            "offered": websocket.scope["subprotocols"],
-        }
-    )
-    await websocket.close()
-
-
-def starlette_app(verifier: TicketVerifier) -> Starlette:
-    return Starlette(
-        routes=[WebSocketRoute("/ws", chat)],
-        middleware=[Middleware(TicketMiddleware, verifier=verifier)],
-    )
 
 
 def fastapi_app(verifier: TicketVerifier, *, handler: bool = True) -> FastAPI:
@@ -72,30 +44,6 @@ def fastapi_app(verifier: TicketVerifier, *, handler: bool = True) -> FastAPI:
         await websocket.close()
 
     return app
-
-
-@asynccontextmanager
-async def uvicorn_server(app: Any, **options: Any) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port, as a task of this event loop."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    options.setdefault("log_config", None)
-    config = uvicorn.Config(app, lifespan="off", **options)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(TIMEOUT):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-        yield f"ws://127.0.0.1:{port}/ws"
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(TIMEOUT):
-            await task
-        sock.close()
 
 
 def offer(ticket: str) -> list[Subprotocol]:

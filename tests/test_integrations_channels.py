@@ -20,13 +20,13 @@ if not settings.configured:
 from asgiref.testing import ApplicationCommunicator
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from tests.redisproc import RedisServer
-from tests.test_integrations_common import (
+from tests.support.adapters import (
     ORIGIN,
     OTHER_ORIGIN,
     UPGRADE,
     ticket_env,
 )
+from tests.support.redisproc import RedisServer
 from ticketd import TicketVerifier
 from ticketd.integrations.channels import (
     TicketAuthMiddlewareStack,

@@ -1,72 +1,15 @@
-"""The shared rejection mapping (ticketd.integrations._common), and helpers the adapter tests use.
-
-The adapter test modules import :func:`ticket_env` from here: one place mints
-tickets with :class:`TicketIssuer` and verifies them with the same store and prefix.
-"""
+"""The shared rejection mapping (ticketd.integrations._common)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import pytest
-import redis.asyncio
 
-from tests.redisproc import RedisServer
-from ticketd import Reason, TicketIssuer, TicketStore, TicketVerifier
+from tests.support.adapters import ORIGIN, OTHER_ORIGIN, handshake, ticket_env
+from tests.support.redisproc import RedisServer
+from ticketd import Reason
 from ticketd.integrations._common import Admitted, Denied, admit
-from ticketd.tickets import ticket_key
-
-ORIGIN = "https://app.example"
-OTHER_ORIGIN = "https://evil.example"
-AUDIENCE = "chat"
-PREFIX = "itest:"
-
-UPGRADE = [
-    ("Host", "rt.example"),
-    ("Upgrade", "websocket"),
-    ("Connection", "Upgrade"),
-    ("Sec-WebSocket-Version", "13"),
-    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-]
-
-
-@dataclass
-class TicketEnv:
-    """An issuer and a verifier sharing one Redis, store and key prefix."""
-
-    client: redis.asyncio.Redis
-    issuer: TicketIssuer
-    verifier: TicketVerifier
-
-    async def mint(self, subject: str | int = "u1", *, origin: str = ORIGIN) -> str:
-        issued = await self.issuer.mint(subject, origin=origin, audience=AUDIENCE)
-        return issued.ticket
-
-    async def stored(self, ticket: str) -> bool:
-        """Whether the ticket is still redeemable (its record is in Redis)."""
-        return bool(await self.client.exists(ticket_key(PREFIX, ticket)))
-
-
-@asynccontextmanager
-async def ticket_env(url: str, *, deadline: float = 1.0) -> AsyncIterator[TicketEnv]:
-    client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-    store = TicketStore(client, deadline=deadline)
-    try:
-        yield TicketEnv(
-            client=client,
-            issuer=TicketIssuer(store, key_prefix=PREFIX),
-            verifier=TicketVerifier(store, key_prefix=PREFIX, audience=AUDIENCE),
-        )
-    finally:
-        await client.aclose()
-
-
-def handshake(*extra: tuple[str, str], origin: str | None = ORIGIN) -> list[tuple[str, str]]:
-    headers = [*UPGRADE, *extra]
-    return [*headers, ("Origin", origin)] if origin is not None else headers
 
 
 async def test_admits_a_query_ticket(redis_url: str) -> None:

@@ -12,25 +12,21 @@ import httpx
 import pytest
 import redis
 from websockets.asyncio.client import connect
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import serve
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as sync_connect
 from websockets.sync.server import ServerConnection as SyncServerConnection
 from websockets.sync.server import serve as sync_serve
 from websockets.typing import Origin, Subprotocol
 
-from tests.redisproc import RedisServer
-from tests.test_integrations_common import AUDIENCE, ORIGIN, OTHER_ORIGIN, PREFIX, ticket_env
+from tests.support.adapters import AUDIENCE, ORIGIN, OTHER_ORIGIN, PREFIX, ticket_env
+from tests.support.apps import handler
+from tests.support.redisproc import RedisServer
 from ticketd import BlockingTicketStore, BlockingTicketVerifier, TicketVerifier
 from ticketd.integrations.websockets import claims_of, select_subprotocol, ticket_auth
 from ticketd.integrations.websockets_sync import ticket_auth as sync_ticket_auth
 
 TIMEOUT = 5.0
-
-
-async def handler(connection: ServerConnection) -> None:
-    claims = claims_of(connection)
-    await connection.send(json.dumps({"subject": claims.subject, "sub": connection.subprotocol}))
 
 
 @asynccontextmanager

@@ -38,7 +38,9 @@ def _worker(url: str, conn: Connection, barrier: Barrier, naive: bool) -> None:
 
 async def _worker_main(url: str, conn: Connection, barrier: Barrier, naive: bool) -> None:
     store_class = GetThenDelStore if naive else TicketStore
-    client = async_client(RedisOptions(url=url, max_connections=PER_PROCESS, socket_timeout=10))
+    client = async_client(
+        RedisOptions(url=url, max_connections=PER_PROCESS, socket_timeout=10, connect_timeout=10)
+    )
     # A generous deadline: this test is about atomicity, not latency, on a shared machine.
     verifier = TicketVerifier(store_class(client, deadline=30), audience="chat")
     # Open the connections before the first round so the race is on GETDEL, not on connect.

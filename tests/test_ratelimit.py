@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.service_support import make_settings
+from tests.support.service_support import make_settings
 from ticketd.batching import CommandBatcher
 from ticketd.service.ratelimit import Limited, MintLimits, Rate
 

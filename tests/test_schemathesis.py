@@ -38,8 +38,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.redisproc import RedisServer
-from tests.service_support import (
+from tests.support.redisproc import RedisServer
+from tests.support.service_support import (
     APP_ORIGIN,
     SERVICE_KEY,
     cookie_for,

@@ -15,9 +15,14 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.redis_topologies import SentinelTopology, redis_replicated, redis_sentinel, wait_for
-from tests.redisproc import RedisServer
-from tests.service_support import (
+from tests.support.redis_topologies import (
+    SentinelTopology,
+    redis_replicated,
+    redis_sentinel,
+    wait_for,
+)
+from tests.support.redisproc import RedisServer
+from tests.support.service_support import (
     APP_ORIGIN,
     SERVICE_KEY,
     cookie_for,

@@ -9,8 +9,8 @@ import pytest
 import redis
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-from tests.redisproc import RedisServer
-from tests.service_support import (
+from tests.support.redisproc import RedisServer
+from tests.support.service_support import (
     APP_ORIGIN,
     OLD_SECRET,
     SECRET,

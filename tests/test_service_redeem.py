@@ -10,8 +10,8 @@ import httpx
 import pytest
 import redis
 
-from tests.redisproc import RedisServer
-from tests.service_support import (
+from tests.support.redisproc import RedisServer
+from tests.support.service_support import (
     APP_ORIGIN,
     SERVICE_KEY,
     SERVICE_KEY_2,

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service_support import APP_ORIGIN, SECRET, cookie_for
-from tests.test_cli import environment, free_port, wait_until_live
+from tests.support.processes import environment, free_port, wait_until_live
+from tests.support.service_support import APP_ORIGIN, SECRET, cookie_for
 
 
 @pytest.mark.slow

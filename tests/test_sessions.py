@@ -7,21 +7,14 @@ import datetime
 import hashlib
 import json
 import uuid
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from flask import Flask, session
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from markupsafe import Markup
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
 
+from tests.support.cookies import KEY, flask_cookie, starlette_cookie
 from ticketd.exceptions import TicketError
 from ticketd.sessions import (
     MAX_COOKIE_LENGTH,
@@ -34,7 +27,6 @@ from ticketd.sessions import (
 )
 
 # Obviously fake, but they pass the service's secret checks.
-KEY = "test-only-key-0123456789abcdefghijklmn"
 OLD_KEY = "test-only-old-key-0123456789abcdefghij"
 OLDER_KEY = "test-only-older-key-0123456789abcdefgh"
 OTHER_KEY = "test-only-other-key-0123456789abcdefgh"
@@ -43,57 +35,6 @@ FORMATS: tuple[SessionFormat, ...] = ("ticketd", "flask", "starlette")
 
 
 # -- cookies made by the real libraries ------------------------------------------------
-
-
-def _cookie_from(set_cookie_headers: list[str], name: str = "session") -> str:
-    """The value of cookie ``name`` from Set-Cookie headers (exactly one expected)."""
-    values = [
-        header.split(";", 1)[0].partition("=")[2]
-        for header in set_cookie_headers
-        if header.split("=", 1)[0].strip() == name
-    ]
-    assert len(values) == 1, set_cookie_headers
-    return values[0]
-
-
-def flask_cookie(data: dict[str, Any], *, secret: str = KEY) -> str:
-    """A session cookie set by a real Flask app (SecureCookieSessionInterface)."""
-    app = Flask("ticketd-test")
-    app.config["SECRET_KEY"] = secret
-
-    @app.route("/login")
-    def login() -> str:
-        for key, value in data.items():
-            session[key] = value
-        return "ok"
-
-    with app.test_client() as client:
-        response = client.get("/login")
-        assert response.status_code == 200
-        return _cookie_from(response.headers.getlist("Set-Cookie"))
-
-
-def starlette_cookie(data: dict[str, Any], *, secret: str = KEY) -> str:
-    """A session cookie set by a real Starlette app (SessionMiddleware)."""
-
-    async def login(request: Request) -> PlainTextResponse:
-        for key, value in data.items():
-            request.session[key] = value
-        return PlainTextResponse("ok")
-
-    app = Starlette(
-        routes=[Route("/login", login)],
-        middleware=[Middleware(SessionMiddleware, secret_key=secret)],
-    )
-    with warnings.catch_warnings():
-        # Starlette 1.x would rather use httpx2; httpx (installed) still works.
-        warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
-        from starlette.testclient import TestClient
-
-    with TestClient(app) as client:
-        response = client.get("/login")
-        assert response.status_code == 200
-        return _cookie_from(response.headers.get_list("set-cookie"))
 
 
 def make_cookie(fmt: SessionFormat, data: dict[str, Any], *, secret: str = KEY) -> str:
@@ -442,6 +383,25 @@ def test_no_subject(fmt: SessionFormat) -> None:
 def test_bad_subject(fmt: SessionFormat, subject: object) -> None:
     cookie = make_cookie(fmt, {"user_id": subject})
     assert reason_of(lambda: verifier(fmt).subject_from(cookie)) == "bad_subject"
+
+
+@pytest.mark.parametrize(
+    ("subject", "code"),
+    [
+        (2**53, "unsafe_integer"),
+        (-(2**53), "unsafe_integer"),
+        ("   ", "blank"),
+        ("bob\x00", "control_character"),
+        ("bob\u202e", "control_character"),
+    ],
+)
+def test_subject_no_backend_reads_the_same_is_bad(subject: object, code: str) -> None:
+    """Before, these reached the mint. From 2**53 on, a JSON double stops telling ids apart
+    (2**53 + 1 reads as 2**53)."""
+    cookie = make_cookie("ticketd", {"user_id": subject})
+    with pytest.raises(SessionInvalid) as info:
+        verifier("ticketd").subject_from(cookie)
+    assert (info.value.reason, info.value.subject_code) == ("bad_subject", code)
 
 
 def test_flask_tagged_subject_is_bad() -> None:

@@ -146,7 +146,7 @@ def test_secret_with_too_few_distinct_characters() -> None:
     assert problems({**MINIMAL, "session_secret": "abcdefg" * 6}) == [
         "TICKETD_SESSION_SECRET: the session secret has too few distinct characters"
     ]
-    assert build_settings({**MINIMAL, "session_secret": "abcdefgh" * 5}).session_secret
+    assert build_settings({**MINIMAL, "session_secret": "k3X9-pQz7_Lm2vBn8wRt4yHs6JdF0cGe"})
 
 
 def test_bad_fallback_and_service_key() -> None:
@@ -177,7 +177,7 @@ def test_empty_allowlist(value: object) -> None:
 )
 def test_invalid_origin(origin: str, message: str) -> None:
     assert problems({**MINIMAL, "allowed_origins": f"{ORIGIN}, {origin}"}) == [
-        f"TICKETD_ALLOWED_ORIGINS: {message}"
+        f"TICKETD_ALLOWED_ORIGINS: entry 2 {origin!r}: {message}"  # which one, quoted
     ]
 
 
@@ -247,7 +247,7 @@ def test_several_problems_several_lines() -> None:
         }
     )
     assert sorted(lines) == [
-        "TICKETD_ALLOWED_ORIGINS: opaque origin 'null' is not allowed",
+        "TICKETD_ALLOWED_ORIGINS: entry 1 'null': opaque origin 'null' is not allowed",
         "TICKETD_RATE_LIMIT_PER_IP: must look like '30/minute' (or 0 to disable)",
         "TICKETD_REDIS_URL: must start with redis://, rediss:// or unix://",
         "TICKETD_SESSION_SECRET: the session secret is shorter than 32 bytes",
@@ -387,7 +387,7 @@ def test_load_given_a_mapping_ignores_os_environ(monkeypatch: pytest.MonkeyPatch
     assert settings.allowed_origins == [ORIGIN]
     # Without a mapping it does read the process environment.
     assert sorted(env_problems_from_process()) == [
-        "TICKETD_ALLOWED_ORIGINS: opaque origin 'null' is not allowed",
+        "TICKETD_ALLOWED_ORIGINS: entry 1 'null': opaque origin 'null' is not allowed",
         "TICKETD_SESSION_SECRET: the session secret is shorter than 32 bytes",
         "TICKETD_TICKET_TTL: Input should be greater than or equal to 1",
     ]

@@ -1,65 +1,59 @@
-"""Store contract: the same tests against fakeredis and a real redis-server."""
+"""Store contract: the same tests for both twins, against fakeredis and a real redis-server."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import fakeredis
 import pytest
 import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
-from tests.redisproc import RedisServer
+from tests.support.redisproc import RedisServer
+from tests.support.twins import Kind, Stores
 from ticketd import BlockingTicketStore, RedisOptions, StoreUnavailable, TicketStore
 from ticketd.connection import async_client
+from ticketd.store import StoreOptions
 
 
-@pytest.fixture(params=["fakeredis", "redis-server"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[TicketStore]:
-    if request.param == "fakeredis":
-        client = fakeredis.FakeAsyncRedis()
-    else:
-        url = request.getfixturevalue("redis_url")
-        client = async_client(RedisOptions(url=url))
-    store = TicketStore(client)
-    yield store
-    await store.aclose()
-
-
-async def test_put_then_take_returns_record_once(store: TicketStore) -> None:
+async def test_put_then_take_returns_record_once(stores: Stores, verifier_kind: Kind) -> None:
+    store = stores.store
     await store.put("t:k1", b"record", 10_000)
     assert await store.take("t:k1") == b"record"
     assert await store.take("t:k1") is None
 
 
-async def test_take_unknown_key_is_none(store: TicketStore) -> None:
+async def test_take_unknown_key_is_none(stores: Stores, verifier_kind: Kind) -> None:
+    store = stores.store
     assert await store.take("t:nothing") is None
 
 
-async def test_record_expires_after_ttl(store: TicketStore) -> None:
+async def test_record_expires_after_ttl(stores: Stores, verifier_kind: Kind) -> None:
+    store = stores.store
     await store.put("t:short", b"x", 50)
     await asyncio.sleep(0.2)
     assert await store.take("t:short") is None
 
 
-async def test_put_refuses_to_overwrite(store: TicketStore) -> None:
+async def test_put_refuses_to_overwrite(stores: Stores, verifier_kind: Kind) -> None:
+    store = stores.store
     await store.put("t:dup", b"first", 10_000)
     with pytest.raises(StoreUnavailable, match="already exists"):
         await store.put("t:dup", b"second", 10_000)
     assert await store.take("t:dup") == b"first"
 
 
-async def test_concurrent_takes_yield_one_record(store: TicketStore) -> None:
+async def test_concurrent_takes_yield_one_record(stores: Stores, verifier_kind: Kind) -> None:
+    store = stores.store
     await store.put("t:race", b"once", 10_000)
     results = await asyncio.gather(*(store.take("t:race") for _ in range(50)))
     assert results.count(b"once") == 1
     assert results.count(None) == 49
 
 
-async def test_ping(store: TicketStore) -> None:
+async def test_ping(stores: Stores, verifier_kind: Kind) -> None:
+    store = stores.store
     await store.ping()
 
 
@@ -211,7 +205,7 @@ def test_blocking_store_maps_cluster_errors() -> None:
 async def test_failed_mints_share_one_bounded_janitor(monkeypatch: pytest.MonkeyPatch) -> None:
     """An outage must not start a cleanup task per failed mint (they would storm Redis)."""
     monkeypatch.setattr("ticketd.store.MAX_ORPHANS", 50)
-    from tests.redisproc import free_port
+    from tests.support.redisproc import free_port
 
     store = TicketStore(async_client(RedisOptions(url=f"redis://127.0.0.1:{free_port()}/0")))
     before = len(asyncio.all_tasks())
@@ -223,3 +217,9 @@ async def test_failed_mints_share_one_bounded_janitor(monkeypatch: pytest.Monkey
     await store.aclose()
     assert store._janitor is not None
     assert store._janitor.done()
+
+
+def test_store_options_are_the_redis_options_and_the_stores_own() -> None:
+    """from_url's typed options cannot drift from RedisOptions (one list, checked here)."""
+    redis_fields = set(RedisOptions.__dataclass_fields__) - {"url"}
+    assert set(StoreOptions.__annotations__) == redis_fields | {"deadline", "wait_replicas"}

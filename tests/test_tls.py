@@ -1,7 +1,7 @@
 """ticketd over ``rediss://``: CA file, hostname checks, client certificates, the service.
 
 Each server is a real TLS-only ``redis-server`` (``--port 0``) with certificates
-generated for the test by :func:`tests.redis_topologies.make_certificates`.
+generated for the test by :func:`tests.support.redis_topologies.make_certificates`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.redis_topologies import TlsRedisServer, redis_sentinel, redis_tls, tls_certificates
-from tests.service_support import APP_ORIGIN, cookie_for, make_settings, running_service
+from tests.support.redis_topologies import (
+    TlsRedisServer,
+    redis_sentinel,
+    redis_tls,
+    tls_certificates,
+)
+from tests.support.service_support import APP_ORIGIN, cookie_for, make_settings, running_service
 from ticketd import (
     Reason,
     RedisOptions,

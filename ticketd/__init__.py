@@ -5,7 +5,7 @@ framework::
 
     from ticketd import TicketVerifier, TicketRejected
 
-    verifier = TicketVerifier.from_url("redis://localhost:6379/0", audience="chat")
+    verifier = TicketVerifier.from_url("redis://localhost:6379/0", audience="chat", deadline=1.0)
     claims = await verifier.redeem(ticket, origin=request_origin)
 
 The HTTP service lives in :mod:`ticketd.service` (``pip install 'ticketd[server]'``);
@@ -17,8 +17,11 @@ from __future__ import annotations
 from .connection import RedisOptions
 from .exceptions import (
     REJECTION_STATUS,
+    Detail,
     InvalidOrigin,
+    InvalidSubject,
     Reason,
+    StoreOperation,
     StoreUnavailable,
     TicketError,
     TicketRejected,
@@ -37,12 +40,15 @@ __all__ = [
     "BlockingTicketStore",
     "BlockingTicketVerifier",
     "Claims",
+    "Detail",
     "InvalidOrigin",
+    "InvalidSubject",
     "IssuedTicket",
     "OriginAllowlist",
     "PresentedTicket",
     "Reason",
     "RedisOptions",
+    "StoreOperation",
     "StoreUnavailable",
     "TicketError",
     "TicketIssuer",

@@ -47,17 +47,19 @@ def check_binding(
     audience: str | None,
     client_ip: str | None = None,
     now: float,
+    leeway: float = 0.0,
     ticket_hash: str | None = None,
 ) -> Claims:
     """Return ``claims`` if the connection matches them, else raise :class:`TicketRejected`.
 
-    - expired records (a store that ignored the TTL) are ``invalid``;
+    - expired records (a store that ignored the TTL, or a clock ahead of the issuer's
+      by more than ``leeway`` seconds) are ``invalid``;
     - ``origin`` is the presenting Origin header; missing, ``null``, invalid or
       different from the bound origin is ``origin_mismatch``;
     - ``audience``, when given, must equal the bound audience;
     - ``client_ip`` is checked only when the ticket was bound to an address.
     """
-    if now >= claims.expires_at:
+    if now >= claims.expires_at + leeway:
         raise TicketRejected(Reason.INVALID, ticket_hash=ticket_hash)
     try:
         presented = canonical_origin(origin) if origin is not None else None

@@ -3,9 +3,23 @@
 ::
 
     TicketError                 base of everything below
-     ├── TicketRejected         the ticket is refused; ``.reason`` says why
-     ├── StoreUnavailable       Redis failed or did not answer in time
-     └── InvalidOrigin          a string is not a serialised web origin
+     ├── TicketRejected         the ticket is refused; ``.reason`` says why, ``.detail`` more
+     ├── StoreUnavailable       Redis failed or did not answer in time; ``.operation``, ``.cause``
+     ├── InvalidOrigin          a string is not a serialised web origin (also a ``ValueError``)
+     ├── InvalidSubject         a subject no backend reads the same (also a ``ValueError``)
+     └── SessionInvalid         (:mod:`ticketd.sessions`) the login cookie is refused; ``.reason``
+
+    ConfigError                 (:mod:`ticketd.service.settings`) the service's settings are
+                                invalid; ``.problems``, one line each
+    TicketDenied                (:mod:`ticketd.integrations.starlette`) a Starlette
+                                ``WebSocketException`` carrying the adapter's ``Denied``
+
+The last two have other bases (``Exception``, Starlette's) and live with their
+extras. Nothing else escapes ticketd's public functions on purpose, except ``TypeError`` and
+``ValueError`` for bad arguments (a TTL out of range, a non-client passed as a store)
+and, from the HTTP service's settings, pydantic's ``ValidationError`` (a
+``ValueError``). A test walks the package and checks that every exception class it
+defines is in this tree.
 
 ``TicketRejected.reason`` comes from the fixed :class:`Reason` set. Unknown, expired
 and already-used tickets share one reason, ``invalid``: Redis cannot tell them
@@ -18,11 +32,15 @@ status from :data:`REJECTION_STATUS`, which every adapter uses.
 from __future__ import annotations
 
 import enum
+import re
 
 __all__ = [
     "REJECTION_STATUS",
+    "Detail",
     "InvalidOrigin",
+    "InvalidSubject",
     "Reason",
+    "StoreOperation",
     "StoreUnavailable",
     "TicketError",
     "TicketRejected",
@@ -50,6 +68,32 @@ class Reason(enum.StrEnum):
     """The request is not a WebSocket upgrade; the ticket is left untouched."""
 
 
+class Detail(enum.StrEnum):
+    """Why, beyond the :class:`Reason`, for logs and metrics only (the client sees the reason).
+
+    Values are stable, like :class:`Reason`'s.
+    """
+
+    ISSUED_IN_FUTURE = "issued_in_future"
+    """The record's ``issued_at`` is later than this server's clock plus the leeway: the
+    issuer's clock runs ahead of the verifier's (reason ``invalid``)."""
+    EXPIRED_BY_CLOCK = "expired_by_clock"
+    """Redis still held the record, but its ``expires_at`` plus the leeway has passed by
+    this server's clock: the verifier's clock runs ahead of the issuer's, or the store
+    ignores TTLs (reason ``invalid``)."""
+    UNREADABLE_RECORD = "unreadable_record"
+    """The stored record could not be decoded (another writer, a version mismatch)."""
+
+
+class StoreOperation(enum.StrEnum):
+    """What the store was doing when it failed (:attr:`StoreUnavailable.operation`)."""
+
+    MINT = "mint"
+    REDEEM = "redeem"
+    PING = "ping"
+    RATE_LIMIT = "rate_limit"
+
+
 REJECTION_STATUS: dict[Reason, int] = {
     Reason.MISSING: 401,
     Reason.MALFORMED: 401,
@@ -71,13 +115,18 @@ class TicketRejected(TicketError):
     """A ticket was refused. ``reason`` is a :class:`Reason`; ``status`` the HTTP status.
 
     ``ticket_hash`` is a short prefix of the ticket's hash when the ticket was
-    well formed: safe to log, useless to replay.
+    well formed: safe to log, useless to replay. ``detail`` (a :class:`Detail`, or
+    ``None``) tells operators more than the reason does (a clock skew, say); it is for
+    logs and metrics and never changes what the client is told.
     """
 
-    def __init__(self, reason: Reason, *, ticket_hash: str | None = None) -> None:
+    def __init__(
+        self, reason: Reason, *, ticket_hash: str | None = None, detail: Detail | None = None
+    ) -> None:
         super().__init__(reason.value)
         self.reason = reason
         self.ticket_hash = ticket_hash
+        self.detail = detail
 
     @property
     def status(self) -> int:
@@ -88,7 +137,49 @@ class TicketRejected(TicketError):
 
 
 class StoreUnavailable(TicketError):
-    """The ticket store failed or timed out. Callers must fail closed (503, no 101)."""
+    """The ticket store failed or timed out. Callers must fail closed (503, no 101).
+
+    ``operation`` is the :class:`StoreOperation` that failed; ``cause`` the underlying
+    exception (a redis-py error, ``OSError``, ``TimeoutError``), also chained as
+    ``__cause__``, or ``None`` when Redis answered but not as required (a key that
+    already exists, too few replicas). The message names the operation and the error
+    (redis-py's text carries ``host:port`` and the errno), never a password: any
+    ``scheme://user:password@`` in it is masked.
+    """
+
+    def __init__(
+        self, message: str, *, operation: StoreOperation, cause: BaseException | None = None
+    ) -> None:
+        super().__init__(_masked(message))
+        self.operation = operation
+        self.cause = cause
+
+    @classmethod
+    def from_error(
+        cls, operation: StoreOperation, error: BaseException, *, where: str | None = None
+    ) -> StoreUnavailable:
+        """The failure of ``operation`` on ``where`` (``host:port``) because of ``error``.
+
+        Raise it ``from error``.
+        """
+        text = str(error) or "no answer within the deadline"
+        at = f" on {where}" if where else ""
+        message = f"{operation} failed{at}: {type(error).__name__}: {text}"
+        return cls(message[:300], operation=operation, cause=error)
+
+
+class InvalidSubject(TicketError, ValueError):
+    """A subject that not every backend would read as the same user. ``code`` says why:
+
+    ``not_str_or_int`` (a bool, a float, ``None`` ...), ``unsafe_integer`` (beyond
+    ±(2**53 - 1), which a JavaScript or JSON-double backend reads as another number),
+    ``empty``, ``blank`` (whitespace only), ``control_character``, ``too_long``
+    (over 256 characters).
+    """
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"invalid subject: {code}")
+        self.code = code
 
 
 class InvalidOrigin(TicketError, ValueError):
@@ -96,3 +187,11 @@ class InvalidOrigin(TicketError, ValueError):
 
     The message describes the problem without repeating the value.
     """
+
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@]*@")
+
+
+def _masked(message: str) -> str:
+    """``message`` with the userinfo (a password) of any URL in it replaced by ``***``."""
+    return _USERINFO.sub(r"\1***@", message)

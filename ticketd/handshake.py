@@ -34,7 +34,9 @@ __all__ = [
     "SUBPROTOCOL_TICKET_PREFIX",
     "HeaderPairs",
     "PresentedTicket",
+    "Transport",
     "extract_ticket",
+    "header_values",
     "is_websocket_upgrade",
     "request_origin",
 ]

@@ -8,14 +8,32 @@ from __future__ import annotations
 
 import json
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Self, Unpack
 
+from .exceptions import InvalidSubject
 from .origins import canonical_origin
-from .store import TicketStore
+from .store import StoreOptions, TicketStore
 from .tickets import Claims, JSONValue, Subject, encode_record, new_ticket, ticket_key
 
-__all__ = ["DEFAULT_KEY_PREFIX", "IssuedTicket", "PreparedTicket", "TicketIssuer"]
+__all__ = [
+    "DEFAULT_KEY_PREFIX",
+    "DEFAULT_TTL",
+    "MAX_AUDIENCE_LENGTH",
+    "MAX_EXTRA_BYTES",
+    "MAX_SAFE_INTEGER",
+    "MAX_SUBJECT_LENGTH",
+    "MAX_TTL",
+    "MIN_TTL",
+    "IssuedTicket",
+    "PreparedTicket",
+    "TicketIssuer",
+    "validate_audience",
+    "validate_extra",
+    "validate_subject",
+]
 
 DEFAULT_KEY_PREFIX = "ticketd:"
 DEFAULT_TTL = 30.0
@@ -24,6 +42,11 @@ MAX_TTL = 300.0
 MAX_EXTRA_BYTES = 1024
 MAX_AUDIENCE_LENGTH = 128
 MAX_SUBJECT_LENGTH = 256
+MAX_SAFE_INTEGER = 2**53 - 1
+"""The largest integer a JSON double (JavaScript's ``Number``) holds exactly."""
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+"""Unicode categories a subject must not contain: controls, format characters (bidi
+overrides, zero-width), surrogates, private use, unassigned, line/paragraph separators."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +82,26 @@ class PreparedTicket:
 
 
 def validate_subject(subject: object) -> Subject:
-    """A subject is a non-empty string (≤ 256 characters) or an integer, never a bool."""
+    """A subject every backend reads as the same user, or :class:`InvalidSubject`.
+
+    An integer within ±(2**53 - 1) (never a bool: beyond, a JavaScript backend reads
+    another number), or a string of 1 to 256 characters that is not all whitespace
+    and has no control, format or separator characters.
+    """
     if isinstance(subject, bool) or not isinstance(subject, str | int):
-        raise TypeError("subject must be a str or an int")
-    if isinstance(subject, str) and not 0 < len(subject) <= MAX_SUBJECT_LENGTH:
-        raise ValueError("subject must be 1 to 256 characters")
+        raise InvalidSubject("not_str_or_int")
+    if isinstance(subject, int):
+        if not -MAX_SAFE_INTEGER <= subject <= MAX_SAFE_INTEGER:
+            raise InvalidSubject("unsafe_integer")
+        return subject
+    if not subject:
+        raise InvalidSubject("empty")
+    if len(subject) > MAX_SUBJECT_LENGTH:
+        raise InvalidSubject("too_long")
+    if not subject.strip():
+        raise InvalidSubject("blank")
+    if any(unicodedata.category(char) in _INVISIBLE for char in subject):
+        raise InvalidSubject("control_character")
     return subject
 
 
@@ -100,12 +138,26 @@ class TicketIssuer:
         ttl: float = DEFAULT_TTL,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if isinstance(store, str | bytes):
+            raise TypeError("TicketIssuer takes a store; to connect use TicketIssuer.from_url(url)")
         if not MIN_TTL <= ttl <= MAX_TTL:
             raise ValueError(f"ttl must be between {MIN_TTL:g} and {MAX_TTL:g} seconds")
         self.store = store
         self.key_prefix = key_prefix
         self.ttl = ttl
         self.clock = clock
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        ttl: float = DEFAULT_TTL,
+        **options: Unpack[StoreOptions],
+    ) -> Self:
+        """Connect to Redis at ``url``; ``options`` are :class:`~ticketd.store.StoreOptions`."""
+        return cls(TicketStore.from_url(url, **options), key_prefix=key_prefix, ttl=ttl)
 
     def prepare(
         self,
@@ -119,8 +171,8 @@ class TicketIssuer:
     ) -> PreparedTicket:
         """Validate the bindings and build a ticket and its record, without storing it.
 
-        Raises ``ValueError``/``TypeError`` (including
-        :class:`~ticketd.exceptions.InvalidOrigin`) for bad arguments.
+        Raises ``ValueError`` (:class:`~ticketd.exceptions.InvalidSubject`,
+        :class:`~ticketd.exceptions.InvalidOrigin` and others) for bad arguments.
         """
         ttl = self.ttl if ttl is None else ttl
         if not MIN_TTL <= ttl <= MAX_TTL:
@@ -155,8 +207,8 @@ class TicketIssuer:
     ) -> IssuedTicket:
         """Create and store a ticket bound to ``subject``, ``origin`` and ``audience``.
 
-        Raises ``ValueError``/``TypeError`` (including
-        :class:`~ticketd.exceptions.InvalidOrigin`) for bad arguments, before any
+        Raises ``ValueError`` (:class:`~ticketd.exceptions.InvalidSubject`,
+        :class:`~ticketd.exceptions.InvalidOrigin` and others) for bad arguments, before any
         store call, and :class:`~ticketd.exceptions.StoreUnavailable` if the
         record could not be stored — the ticket is then never returned.
         """

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 
 from .exceptions import InvalidOrigin
 
-__all__ = ["OriginAllowlist", "OriginPattern", "canonical_origin"]
+__all__ = [
+    "DEFAULT_PORTS",
+    "MAX_ORIGIN_LENGTH",
+    "OriginAllowlist",
+    "OriginPattern",
+    "canonical_origin",
+]
 
 MAX_ORIGIN_LENGTH = 512
 """Far above any real origin (a DNS name has at most 253 characters)."""

@@ -15,7 +15,7 @@ Three formats, all signed with itsdangerous and verified with the app's secret:
 The current secret signs; fallbacks (older secrets, newest first) still verify, for
 rotation. ``max_age`` is enforced on the signature timestamp; a timestamp in the
 future is refused too. The subject is read from one configured key and must be a
-non-empty string or an integer.
+subject every backend reads the same (:func:`~ticketd.issuer.validate_subject`).
 
 Anything keyed on the session (rate limits) must use the returned subject, never
 the raw cookie string: itsdangerous signatures are malleable, so one session can
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hashlib
 import json
 import uuid
@@ -40,12 +41,16 @@ from itsdangerous import (
     URLSafeTimedSerializer,
 )
 
-from .exceptions import TicketError
+from .exceptions import InvalidSubject, TicketError
+from .issuer import validate_subject
 from .tickets import Subject
 
 __all__ = [
+    "MAX_COOKIE_LENGTH",
+    "TICKETD_SALT",
     "SessionFormat",
     "SessionInvalid",
+    "SessionReason",
     "SessionVerifier",
     "cookie_values",
     "issue_session_cookie",
@@ -57,16 +62,39 @@ TICKETD_SALT = "ticketd.session"
 MAX_COOKIE_LENGTH = 4096
 
 
+class SessionReason(enum.StrEnum):
+    """Why a session cookie was refused. Values are stable: logs and metrics key on them."""
+
+    MISSING = "missing"
+    """No session cookie."""
+    DUPLICATE = "duplicate"
+    """The cookie twice (a sibling subdomain tossing its own)."""
+    TOO_LONG = "too_long"
+    """Longer than :data:`MAX_COOKIE_LENGTH`."""
+    BAD_SIGNATURE = "bad_signature"
+    """Not signed with the secret or a fallback, or tampered with."""
+    EXPIRED = "expired"
+    """Signed longer ago than ``max_age``, or dated in the future."""
+    BAD_PAYLOAD = "bad_payload"
+    """Correctly signed but not decodable."""
+    NO_SUBJECT = "no_subject"
+    """No subject under the configured key."""
+    BAD_SUBJECT = "bad_subject"
+    """A subject :func:`~ticketd.issuer.validate_subject` refuses (``.subject_code`` says why)."""
+
+
 class SessionInvalid(TicketError):
     """The session cookie is missing, duplicated, forged, expired or lacks a subject.
 
-    ``reason`` is a short code for logs (``missing``, ``duplicate``, ``bad_signature``,
-    ``expired``, ``bad_payload``, ``no_subject``, ``bad_subject``, ``too_long``).
+    ``reason`` is a :class:`SessionReason` (a ``str`` enum: ``exc.reason == "expired"``
+    holds); for ``bad_subject``, ``subject_code`` is the
+    :class:`~ticketd.exceptions.InvalidSubject` code, else ``None``.
     """
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: SessionReason, *, subject_code: str | None = None) -> None:
+        super().__init__(reason.value)
         self.reason = reason
+        self.subject_code = subject_code
 
 
 class _FlaskTaggedJSON:
@@ -113,7 +141,7 @@ class _StarletteFormat:
         try:
             return json.loads(base64.b64decode(data, validate=True))
         except (binascii.Error, ValueError):
-            raise SessionInvalid("bad_payload") from None
+            raise SessionInvalid(SessionReason.BAD_PAYLOAD) from None
 
 
 class SessionVerifier:
@@ -158,7 +186,7 @@ class SessionVerifier:
     def load(self, value: str) -> Any:
         """The verified session payload, or :class:`SessionInvalid`."""
         if len(value) > MAX_COOKIE_LENGTH:
-            raise SessionInvalid("too_long")
+            raise SessionInvalid(SessionReason.TOO_LONG)
         try:
             if self._starlette is not None:
                 return self._starlette.loads(value, self.max_age)
@@ -168,35 +196,33 @@ class SessionVerifier:
             raise
         except SignatureExpired:
             # Too old, or dated in the future (itsdangerous raises the same class).
-            raise SessionInvalid("expired") from None
+            raise SessionInvalid(SessionReason.EXPIRED) from None
         except BadSignature:
             # Decide on the class, never on the message: it quotes the (attacker's) signature.
-            raise SessionInvalid("bad_signature") from None
+            raise SessionInvalid(SessionReason.BAD_SIGNATURE) from None
         except BadPayload:
             # Correctly signed but undecodable (not itsdangerous's BadSignature family).
-            raise SessionInvalid("bad_payload") from None
+            raise SessionInvalid(SessionReason.BAD_PAYLOAD) from None
         except (ValueError, TypeError, UnicodeError):
-            raise SessionInvalid("bad_payload") from None
+            raise SessionInvalid(SessionReason.BAD_PAYLOAD) from None
 
     def subject_from(self, value: str) -> Subject:
         """Verify a cookie value and return its subject."""
         payload = self.load(value)
         if not isinstance(payload, dict) or self.subject_key not in payload:
-            raise SessionInvalid("no_subject")
-        subject = payload[self.subject_key]
-        if isinstance(subject, bool) or not isinstance(subject, str | int):
-            raise SessionInvalid("bad_subject")
-        if isinstance(subject, str) and not 0 < len(subject) <= 256:
-            raise SessionInvalid("bad_subject")
-        return subject
+            raise SessionInvalid(SessionReason.NO_SUBJECT)
+        try:
+            return validate_subject(payload[self.subject_key])
+        except InvalidSubject as exc:
+            raise SessionInvalid(SessionReason.BAD_SUBJECT, subject_code=exc.code) from None
 
     def subject(self, cookie_headers: Iterable[str], *, cookie_name: str) -> Subject:
         """Find exactly one cookie ``cookie_name`` in the Cookie headers and verify it."""
         values = cookie_values(cookie_headers, cookie_name)
         if not values:
-            raise SessionInvalid("missing")
+            raise SessionInvalid(SessionReason.MISSING)
         if len(values) > 1:
-            raise SessionInvalid("duplicate")
+            raise SessionInvalid(SessionReason.DUPLICATE)
         return self.subject_from(values[0])
 
 

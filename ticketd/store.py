@@ -8,23 +8,40 @@ Sentinel, Cluster, managed services and fakeredis:
   redeems of one ticket cannot both see the record.
 
 Every failure (connection, timeout, an error reply such as OOM under
-``maxmemory``, or the overall deadline) becomes :class:`StoreUnavailable`.
-A redeem that fails after the command was sent fails closed: the caller gets
-``StoreUnavailable`` and the ticket is probably gone, which is the safe side.
+``maxmemory``, or the overall deadline) becomes :class:`StoreUnavailable`, which
+names the operation and keeps the cause. A redeem that fails after the command was
+sent fails closed: the caller gets ``StoreUnavailable`` and the ticket is probably
+gone, which is the safe side.
+
+The twins, :class:`TicketStore` (asyncio) and :class:`BlockingTicketStore`, take
+the same options and differ in ``await`` only, with one exception each way: the
+asyncio store coalesces concurrent commands (:mod:`ticketd.batching`) and cleans up
+after failed mints, which a blocking caller never needs; the blocking store cannot
+interrupt a blocking socket call, so its deadline is kept by the client's socket
+timeouts, which it checks (``from_url`` sets them from the deadline).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, Self, TypedDict, Unpack
 
 from redis.exceptions import RedisClusterException, RedisError
 
 from .batching import Command, CommandBatcher
-from .exceptions import StoreUnavailable
+from .connection import RedisOptions, async_client, sync_client
+from .exceptions import StoreOperation, StoreUnavailable
 
-__all__ = ["AsyncRedisLike", "BlockingTicketStore", "SyncRedisLike", "TicketStore"]
+__all__ = [
+    "DEFAULT_DEADLINE",
+    "MAX_ORPHANS",
+    "AsyncRedisLike",
+    "BlockingTicketStore",
+    "StoreOptions",
+    "SyncRedisLike",
+    "TicketStore",
+]
 
 MAX_ORPHANS = 10_000
 """Keys of failed mints the store remembers to clean up (beyond: left to their TTL)."""
@@ -35,6 +52,57 @@ DEFAULT_DEADLINE = 1.0
 # RedisClusterException (cluster down, slots not covered) does not derive from RedisError.
 _STORE_ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 _BLOCKING_STORE_ERRORS = (RedisError, RedisClusterException, OSError)
+
+
+class StoreOptions(TypedDict, total=False):
+    """The keyword options of every ``from_url``: the store's own, then :class:`RedisOptions`'.
+
+    ``deadline`` (seconds an operation may take in all, default 1) and
+    ``wait_replicas`` (replicas that must acknowledge a redeem, default 0) belong to
+    the store; the others are the :class:`~ticketd.connection.RedisOptions` fields of
+    the same name. ``from_url`` lowers ``connect_timeout`` and ``socket_timeout`` to
+    half the deadline each when they are longer, so one connect and one read fit in it.
+    """
+
+    deadline: float
+    wait_replicas: int
+    cluster: bool
+    sentinels: Sequence[tuple[str, int]]
+    sentinel_service: str
+    connect_timeout: float
+    socket_timeout: float
+    retries: int
+    ssl_ca_file: str | None
+    ssl_cert_file: str | None
+    ssl_key_file: str | None
+    ssl_check_hostname: bool
+    max_connections: int
+    extra: dict[str, Any]
+
+
+def _split_options(url: str, options: StoreOptions) -> tuple[RedisOptions, float, int]:
+    """``from_url``'s options as (RedisOptions, deadline, wait_replicas), timeouts fitted."""
+    values: dict[str, Any] = dict(options)
+    deadline = float(values.pop("deadline", DEFAULT_DEADLINE))
+    wait_replicas = int(values.pop("wait_replicas", 0))
+    redis_options = RedisOptions(url=url, **values)
+    fitted = {
+        "connect_timeout": min(redis_options.connect_timeout, deadline / 2),
+        "socket_timeout": min(redis_options.socket_timeout, deadline / 2),
+    }
+    return RedisOptions(**{**_fields(redis_options), **fitted}), deadline, wait_replicas
+
+
+def _fields(options: RedisOptions) -> dict[str, Any]:
+    return {name: getattr(options, name) for name in RedisOptions.__dataclass_fields__}
+
+
+def _check_client(client: object, name: str) -> None:
+    """Refuse what is plainly not a Redis client (a URL string, most often)."""
+    if isinstance(client, str | bytes) or not callable(getattr(client, "getdel", None)):
+        raise TypeError(
+            f"{name} takes a Redis client; to connect to a URL use {name}.from_url(url, ...)"
+        )
 
 
 class AsyncRedisLike(Protocol):
@@ -71,6 +139,7 @@ class TicketStore:
         wait_replicas: int = 0,
         batch: bool = True,
     ) -> None:
+        _check_client(client, "TicketStore")
         self.client = client
         self.deadline = deadline
         self.wait_replicas = wait_replicas
@@ -78,6 +147,12 @@ class TicketStore:
         self._orphans: dict[str, float] = {}
         """Keys of failed mints to delete once Redis answers, with when to give up."""
         self._janitor: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Unpack[StoreOptions]) -> Self:
+        """Connect to Redis at ``url`` (:class:`StoreOptions` are the keyword options)."""
+        redis_options, deadline, wait_replicas = _split_options(url, options)
+        return cls(async_client(redis_options), deadline=deadline, wait_replicas=wait_replicas)
 
     async def put(
         self, key: str, record: bytes, ttl_ms: int, *, along: Sequence[Command] = ()
@@ -103,9 +178,10 @@ class TicketStore:
                     stored = await self.client.set(key, record, px=ttl_ms, nx=True)
         except _STORE_ERRORS as exc:
             self._forget_later(key, ttl_ms)
-            raise StoreUnavailable(f"mint failed: {type(exc).__name__}") from exc
-        if not stored:
-            raise StoreUnavailable("mint failed: key already exists")
+            raise StoreUnavailable.from_error(
+                StoreOperation.MINT, exc, where=_address(self.client)
+            ) from exc
+        _check_stored(stored)
         return replies
 
     async def discard(self, key: str, *, along: Sequence[Command] = ()) -> None:
@@ -166,53 +242,24 @@ class TicketStore:
                     del passes[key]
 
     async def take(self, key: str) -> bytes | None:
-        """Atomically fetch and delete a record; ``None`` if there is none."""
+        """Atomically fetch and delete a record; ``None`` if there is none.
+
+        With ``wait_replicas``, see :func:`_replicated_take`.
+        """
         try:
             if self.wait_replicas:
                 async with asyncio.timeout(self.deadline):
-                    return await self._take_replicated(key)
+                    pipe = _replicated_take(self.client, key, self.wait_replicas, self.deadline)
+                    return _acknowledged(await pipe.execute(), self.wait_replicas)
             if self.batcher is not None:  # the batcher enforces the deadline per batch
                 (value,) = await self.batcher.execute([("GETDEL", key)])
             else:
                 async with asyncio.timeout(self.deadline):
                     value = await self.client.getdel(key)
         except _STORE_ERRORS as exc:
-            raise StoreUnavailable(f"redeem failed: {type(exc).__name__}") from exc
-        return _as_bytes(value)
-
-    async def _take_replicated(self, key: str) -> bytes | None:
-        """GETDEL, then WAIT on the same connection (one round trip, a pipeline).
-
-        If fewer replicas than asked acknowledge the delete before the deadline, the
-        redeem fails closed: a failover could otherwise resurrect the ticket.
-
-        ``WAIT`` counts acknowledgements of the last write *of its own connection*, so
-        it must travel with the GETDEL:
-
-        - on Cluster, a keyless ``WAIT`` would be routed to other nodes (and other
-          connections), where it waits for nothing; it is pinned to the key's node,
-          which puts it in that node's pipeline, on the GETDEL's connection;
-        - its server-side timeout stays well under the client's socket timeout: a
-          ``WAIT`` that blocks as long as the socket timeout races it, and the
-          client's retry would then re-send the whole pipeline (a second GETDEL
-          finds nothing), turning "not acknowledged" into "invalid ticket".
-        """
-        timeout_ms = max(1, int(min(self.deadline, _socket_timeout(self.client)) * 1000) // 2)
-        pipe = self.client.pipeline(transaction=False)  # type: ignore[attr-defined]
-        pipe.getdel(key)
-        node_from_key = getattr(self.client, "get_node_from_key", None)
-        if node_from_key is not None:  # redis.asyncio.cluster.RedisCluster
-            pipe.execute_command(
-                "WAIT", self.wait_replicas, timeout_ms, target_nodes=node_from_key(key)
-            )
-        else:
-            pipe.execute_command("WAIT", self.wait_replicas, timeout_ms)
-        value, acknowledged = await pipe.execute()
-        if int(acknowledged) < self.wait_replicas:
-            raise StoreUnavailable(
-                f"redeem not acknowledged by {self.wait_replicas} replica(s) "
-                f"(got {int(acknowledged)})"
-            )
+            raise StoreUnavailable.from_error(
+                StoreOperation.REDEEM, exc, where=_address(self.client)
+            ) from exc
         return _as_bytes(value)
 
     async def ping(self) -> None:
@@ -221,7 +268,9 @@ class TicketStore:
             async with asyncio.timeout(self.deadline):
                 await self.client.ping()
         except _STORE_ERRORS as exc:
-            raise StoreUnavailable(f"ping failed: {type(exc).__name__}") from exc
+            raise StoreUnavailable.from_error(
+                StoreOperation.PING, exc, where=_address(self.client)
+            ) from exc
 
     async def aclose(self) -> None:
         if self._janitor is not None:
@@ -237,38 +286,144 @@ class TicketStore:
 class BlockingTicketStore:
     """Blocking store over a redis-py client, for threaded servers.
 
-    The deadline is enforced by the client's socket timeouts (see
-    :class:`~ticketd.connection.RedisOptions`).
+    Python cannot interrupt a blocking socket call, so the deadline is kept by the
+    client's timeouts: a redis-py client whose connect or socket timeout is unset or
+    longer than the deadline is refused (``ValueError``). :meth:`from_url` builds a
+    client that fits.
     """
 
-    def __init__(self, client: SyncRedisLike) -> None:
+    def __init__(
+        self, client: SyncRedisLike, *, deadline: float = DEFAULT_DEADLINE, wait_replicas: int = 0
+    ) -> None:
+        _check_client(client, "BlockingTicketStore")
+        _check_timeouts(client, deadline)
         self.client = client
+        self.deadline = deadline
+        self.wait_replicas = wait_replicas
+
+    @classmethod
+    def from_url(cls, url: str, **options: Unpack[StoreOptions]) -> Self:
+        """Connect to Redis at ``url`` (:class:`StoreOptions` are the keyword options)."""
+        redis_options, deadline, wait_replicas = _split_options(url, options)
+        return cls(sync_client(redis_options), deadline=deadline, wait_replicas=wait_replicas)
 
     def put(self, key: str, record: bytes, ttl_ms: int) -> None:
+        """Store a record for ``ttl_ms`` milliseconds."""
         try:
             stored = self.client.set(key, record, px=ttl_ms, nx=True)
         except _BLOCKING_STORE_ERRORS as exc:
-            raise StoreUnavailable(f"mint failed: {type(exc).__name__}") from exc
-        if not stored:
-            raise StoreUnavailable("mint failed: key already exists")
+            raise StoreUnavailable.from_error(
+                StoreOperation.MINT, exc, where=_address(self.client)
+            ) from exc
+        _check_stored(stored)
 
     def take(self, key: str) -> bytes | None:
+        """Blocking :meth:`TicketStore.take`."""
         try:
+            if self.wait_replicas:
+                pipe = _replicated_take(self.client, key, self.wait_replicas, self.deadline)
+                return _acknowledged(pipe.execute(), self.wait_replicas)
             value = self.client.getdel(key)
         except _BLOCKING_STORE_ERRORS as exc:
-            raise StoreUnavailable(f"redeem failed: {type(exc).__name__}") from exc
+            raise StoreUnavailable.from_error(
+                StoreOperation.REDEEM, exc, where=_address(self.client)
+            ) from exc
         return _as_bytes(value)
 
     def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless Redis answers within the deadline."""
         try:
             self.client.ping()
         except _BLOCKING_STORE_ERRORS as exc:
-            raise StoreUnavailable(f"ping failed: {type(exc).__name__}") from exc
+            raise StoreUnavailable.from_error(
+                StoreOperation.PING, exc, where=_address(self.client)
+            ) from exc
 
     def close(self) -> None:
         close = getattr(self.client, "close", None)
         if close is not None:
             close()
+
+
+def _check_stored(stored: object) -> None:
+    if not stored:  # SET NX found the key: a 256-bit collision would be a bug, not data
+        raise StoreUnavailable("mint failed: key already exists", operation=StoreOperation.MINT)
+
+
+def _replicated_take(client: Any, key: str, wait_replicas: int, deadline: float) -> Any:
+    """A pipeline: GETDEL, then WAIT on the same connection (one round trip).
+
+    If fewer replicas than asked acknowledge the delete before the deadline, the
+    redeem fails closed: a failover could otherwise resurrect the ticket.
+
+    ``WAIT`` counts acknowledgements of the last write *of its own connection*, so
+    it must travel with the GETDEL:
+
+    - on Cluster, a keyless ``WAIT`` would be routed to other nodes (and other
+      connections), where it waits for nothing; it is pinned to the key's node,
+      which puts it in that node's pipeline, on the GETDEL's connection;
+    - its server-side timeout stays well under the client's socket timeout: a
+      ``WAIT`` that blocks as long as the socket timeout races it, and the
+      client's retry would then re-send the whole pipeline (a second GETDEL
+      finds nothing), turning "not acknowledged" into "invalid ticket".
+    """
+    timeout_ms = max(1, int(min(deadline, _socket_timeout(client)) * 1000) // 2)
+    pipe = client.pipeline(transaction=False)
+    pipe.getdel(key)
+    node_from_key = getattr(client, "get_node_from_key", None)
+    if node_from_key is not None:  # RedisCluster
+        pipe.execute_command("WAIT", wait_replicas, timeout_ms, target_nodes=node_from_key(key))
+    else:
+        pipe.execute_command("WAIT", wait_replicas, timeout_ms)
+    return pipe
+
+
+def _acknowledged(replies: Sequence[Any], wait_replicas: int) -> bytes | None:
+    """The GETDEL's value if enough replicas acknowledged the delete, else fail closed."""
+    value, acknowledged = replies
+    if int(acknowledged) < wait_replicas:
+        raise StoreUnavailable(
+            f"redeem not acknowledged by {wait_replicas} replica(s) (got {int(acknowledged)})",
+            operation=StoreOperation.REDEEM,
+        )
+    return _as_bytes(value)
+
+
+def _check_timeouts(client: object, deadline: float) -> None:
+    """Refuse a redis-py client that could block a thread longer than ``deadline``."""
+    kwargs = _connection_kwargs(client)
+    if kwargs is None:
+        return  # not a redis-py client (fakeredis has no sockets, a test double none either)
+    for name in ("socket_connect_timeout", "socket_timeout"):
+        value = kwargs.get(name)
+        if not isinstance(value, int | float) or not 0 < value <= deadline:
+            raise ValueError(
+                f"the client's {name} ({value}) must be set and at most the deadline "
+                f"({deadline:g} s): a blocking call cannot be cut short; "
+                "use BlockingTicketStore.from_url or ticketd.connection.sync_client"
+            )
+
+
+def _connection_kwargs(client: object) -> dict[str, Any] | None:
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or getattr(client, "connection_kwargs", None)
+    if kwargs is None and callable(getattr(client, "get_connection_kwargs", None)):
+        kwargs = client.get_connection_kwargs()  # type: ignore[attr-defined]  # sync RedisCluster
+    if type(client).__module__.startswith("fakeredis"):
+        return None
+    return kwargs if isinstance(kwargs, dict) else None
+
+
+def _address(client: object) -> str | None:
+    """``host:port`` (or the socket path) the client talks to, for error messages."""
+    kwargs = _connection_kwargs(client)
+    if kwargs is None:
+        return None
+    if kwargs.get("path"):
+        return str(kwargs["path"])
+    if "host" in kwargs:
+        return f"{kwargs['host']}:{kwargs.get('port', 6379)}"
+    return None
 
 
 def _socket_timeout(client: object) -> float:
@@ -277,9 +432,8 @@ def _socket_timeout(client: object) -> float:
     ``redis.asyncio.Redis`` (standalone and Sentinel) keeps it in its connection
     pool's ``connection_kwargs``; ``RedisCluster`` in its own ``connection_kwargs``.
     """
-    pool = getattr(client, "connection_pool", None)
-    kwargs = getattr(pool, "connection_kwargs", None) or getattr(client, "connection_kwargs", None)
-    timeout = kwargs.get("socket_timeout") if isinstance(kwargs, dict) else None
+    kwargs = _connection_kwargs(client)
+    timeout = kwargs.get("socket_timeout") if kwargs is not None else None
     return float(timeout) if isinstance(timeout, int | float) and timeout > 0 else float("inf")
 
 
@@ -290,4 +444,4 @@ def _as_bytes(value: object) -> bytes | None:
         return value
     if isinstance(value, str):  # a client created with decode_responses=True
         return value.encode("utf-8")
-    raise StoreUnavailable("redeem failed: unexpected reply type")
+    raise StoreUnavailable("redeem failed: unexpected reply type", operation=StoreOperation.REDEEM)

@@ -24,12 +24,14 @@ from typing import Any, TypeAlias
 
 __all__ = [
     "TICKET_BYTES",
+    "TICKET_LENGTH",
     "Claims",
     "JSONValue",
     "Subject",
     "decode_record",
     "encode_record",
     "is_well_formed",
+    "log_id",
     "new_ticket",
     "ticket_digest",
     "ticket_key",

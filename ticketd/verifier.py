@@ -1,99 +1,58 @@
 """Redeeming tickets: :class:`TicketVerifier` (asyncio) and :class:`BlockingTicketVerifier`.
 
-A redeem is three steps:
+A redeem is three steps, the pure ones in :mod:`ticketd.redemption`:
 
-1. format check — a malformed ticket is refused without a Redis call;
+1. format check (:func:`~ticketd.redemption.ticket_to_take`) — a malformed ticket is
+   refused without a Redis call;
 2. ``GETDEL`` of the ticket's hashed key — the ticket is burned whatever happens next;
-3. binding checks (:func:`~ticketd.binding.check_binding`) on the removed record.
+3. the decision (:func:`~ticketd.redemption.decide`) on the removed record: expiry
+   with the ``leeway``, then the bindings.
 
-Rejections are logged on ``ticketd.verifier`` with the reason and a short hash of
-the ticket, never the ticket itself.
+The twins differ in ``await`` only. Neither logs: the layer that answers the client
+logs each refusal once (see :mod:`ticketd.redemption`); the raised
+:class:`~ticketd.TicketRejected` carries the reason, the detail and a log-safe hash.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Generic, Self, TypeVar, Unpack
 
-from .binding import check_binding
-from .connection import RedisOptions, async_client, sync_client
-from .exceptions import Reason, StoreUnavailable, TicketRejected
+from .exceptions import TicketRejected
 from .issuer import DEFAULT_KEY_PREFIX
-from .store import BlockingTicketStore, TicketStore
-from .tickets import Claims, decode_record, is_well_formed, log_id, ticket_key
+from .redemption import DEFAULT_LEEWAY, Handshake, TakeTicket, decide, ticket_to_take
+from .store import BlockingTicketStore, StoreOptions, TicketStore
+from .tickets import Claims
 
 __all__ = ["BlockingTicketVerifier", "TicketVerifier"]
 
-logger = logging.getLogger("ticketd.verifier")
+_Store = TypeVar("_Store", TicketStore, BlockingTicketStore)
 
 
-class _VerifierBase:
-    def __init__(
-        self,
-        *,
-        key_prefix: str,
-        audience: str | None,
-        clock: Callable[[], float],
-    ) -> None:
-        self.key_prefix = key_prefix
-        self.audience = audience
-        self.clock = clock
-
-    def _key(self, ticket: str) -> tuple[str, str]:
-        if not is_well_formed(ticket):
-            logger.info("ticket rejected reason=%s", Reason.MALFORMED.value)
-            raise TicketRejected(Reason.MALFORMED)
-        return ticket_key(self.key_prefix, ticket), log_id(ticket)
-
-    def _finish(
-        self,
-        raw: bytes | None,
-        *,
-        ticket_hash: str,
-        origin: str | None,
-        audience: str | None,
-        client_ip: str | None,
-    ) -> Claims:
-        try:
-            if raw is None:
-                raise TicketRejected(Reason.INVALID, ticket_hash=ticket_hash)
-            try:
-                claims = decode_record(raw)
-            except ValueError:
-                logger.error("ticket record unreadable ticket=%s", ticket_hash)
-                raise TicketRejected(Reason.INVALID, ticket_hash=ticket_hash) from None
-            return check_binding(
-                claims,
-                origin=origin,
-                audience=audience if audience is not None else self.audience,
-                client_ip=client_ip,
-                now=self.clock(),
-                ticket_hash=ticket_hash,
-            )
-        except TicketRejected as exc:
-            logger.info("ticket rejected reason=%s ticket=%s", exc.reason.value, ticket_hash)
-            raise
-
-
-class TicketVerifier(_VerifierBase):
-    """Redeems tickets against a :class:`~ticketd.store.TicketStore` (asyncio).
-
-    ``audience`` is the audience this server expects when ``redeem`` is not given
-    one; ``None`` accepts any audience (not recommended for shared Redis).
-    """
+class _VerifierBase(Generic[_Store]):
+    _store_class: type[_Store]
+    store: _Store
 
     def __init__(
         self,
-        store: TicketStore,
+        store: _Store,
         *,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         audience: str | None = None,
+        leeway: float = DEFAULT_LEEWAY,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(key_prefix=key_prefix, audience=audience, clock=clock)
+        if isinstance(store, str | bytes):
+            name = type(self).__name__
+            raise TypeError(f"{name} takes a store; to connect to a URL use {name}.from_url(url)")
+        if leeway < 0:
+            raise ValueError("leeway must not be negative")
         self.store = store
+        self.key_prefix = key_prefix
+        self.audience = audience
+        self.leeway = leeway
+        self.clock = clock
 
     @classmethod
     def from_url(
@@ -102,12 +61,47 @@ class TicketVerifier(_VerifierBase):
         *,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         audience: str | None = None,
-        deadline: float = 1.0,
-        **options: Any,
-    ) -> TicketVerifier:
-        """Connect to Redis at ``url``; ``options`` are :class:`RedisOptions` fields."""
-        client = async_client(RedisOptions(url=url, **options))
-        return cls(TicketStore(client, deadline=deadline), key_prefix=key_prefix, audience=audience)
+        leeway: float = DEFAULT_LEEWAY,
+        **options: Unpack[StoreOptions],
+    ) -> Self:
+        """Connect to Redis at ``url``; ``options`` are :class:`~ticketd.store.StoreOptions`."""
+        store: _Store = cls._store_class.from_url(url, **options)
+        return cls(store, key_prefix=key_prefix, audience=audience, leeway=leeway)
+
+    def _take(self, ticket: str) -> TakeTicket:
+        return ticket_to_take(ticket, key_prefix=self.key_prefix)
+
+    def _decide(
+        self,
+        raw: bytes | None,
+        take: TakeTicket,
+        origin: str | None,
+        audience: str | None,
+        client_ip: str | None,
+    ) -> Claims:
+        expected = audience if audience is not None else self.audience
+        outcome = decide(
+            raw,
+            Handshake(origin=origin, audience=expected, client_ip=client_ip),
+            now=self.clock(),
+            leeway=self.leeway,
+            ticket_hash=take.ticket_hash,
+        )
+        if isinstance(outcome, TicketRejected):
+            raise outcome
+        return outcome
+
+
+class TicketVerifier(_VerifierBase[TicketStore]):
+    """Redeems tickets against a :class:`~ticketd.store.TicketStore` (asyncio).
+
+    ``audience`` is the audience this server expects when ``redeem`` is not given
+    one; ``None`` accepts any audience (not recommended for shared Redis).
+    ``leeway`` is how many seconds the issuer's and this server's clocks may disagree
+    (:data:`~ticketd.redemption.DEFAULT_LEEWAY`); ``clock`` returns the time now.
+    """
+
+    _store_class = TicketStore
 
     async def redeem(
         self,
@@ -122,48 +116,22 @@ class TicketVerifier(_VerifierBase):
         ``origin`` is the Origin header of the handshake (``None`` if absent).
         Raises :class:`TicketRejected` or :class:`StoreUnavailable`.
         """
-        key, ticket_hash = self._key(ticket)
-        try:
-            raw = await self.store.take(key)
-        except StoreUnavailable:
-            logger.warning("ticket store unavailable during redeem ticket=%s", ticket_hash)
-            raise
-        return self._finish(
-            raw, ticket_hash=ticket_hash, origin=origin, audience=audience, client_ip=client_ip
-        )
+        take = self._take(ticket)
+        raw = await self.store.take(take.key)
+        return self._decide(raw, take, origin, audience, client_ip)
 
     async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless Redis answers within the deadline."""
         await self.store.ping()
 
     async def aclose(self) -> None:
         await self.store.aclose()
 
 
-class BlockingTicketVerifier(_VerifierBase):
-    """The same as :class:`TicketVerifier` for threaded servers (``websockets.sync``)."""
+class BlockingTicketVerifier(_VerifierBase[BlockingTicketStore]):
+    """:class:`TicketVerifier` for threaded servers (``websockets.sync``), the same options."""
 
-    def __init__(
-        self,
-        store: BlockingTicketStore,
-        *,
-        key_prefix: str = DEFAULT_KEY_PREFIX,
-        audience: str | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(key_prefix=key_prefix, audience=audience, clock=clock)
-        self.store = store
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        key_prefix: str = DEFAULT_KEY_PREFIX,
-        audience: str | None = None,
-        **options: Any,
-    ) -> BlockingTicketVerifier:
-        client = sync_client(RedisOptions(url=url, **options))
-        return cls(BlockingTicketStore(client), key_prefix=key_prefix, audience=audience)
+    _store_class = BlockingTicketStore
 
     def redeem(
         self,
@@ -173,18 +141,17 @@ class BlockingTicketVerifier(_VerifierBase):
         audience: str | None = None,
         client_ip: str | None = None,
     ) -> Claims:
-        """Blocking :meth:`TicketVerifier.redeem`."""
-        key, ticket_hash = self._key(ticket)
-        try:
-            raw = self.store.take(key)
-        except StoreUnavailable:
-            logger.warning("ticket store unavailable during redeem ticket=%s", ticket_hash)
-            raise
-        return self._finish(
-            raw, ticket_hash=ticket_hash, origin=origin, audience=audience, client_ip=client_ip
-        )
+        """Consume ``ticket`` and return its claims if the connection matches them.
+
+        ``origin`` is the Origin header of the handshake (``None`` if absent).
+        Raises :class:`TicketRejected` or :class:`StoreUnavailable`.
+        """
+        take = self._take(ticket)
+        raw = self.store.take(take.key)
+        return self._decide(raw, take, origin, audience, client_ip)
 
     def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless Redis answers within the deadline."""
         self.store.ping()
 
     def close(self) -> None:

@@ -22,3 +22,5 @@ Nothing here is imported by ``import ticketd``; each module needs its framework
 Pair them with :func:`ticketd.redaction.install_redaction` so servers' own access
 logs do not keep tickets.
 """
+
+__all__: list[str] = []

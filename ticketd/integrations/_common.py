@@ -15,15 +15,18 @@ The order is fixed:
    :data:`~ticketd.REJECTION_STATUS` of the reason, or 503 with ``Retry-After: 1``
    when the store is unavailable.
 
-Browsers get :data:`DENIAL_BODY` and nothing else; the reason and a short hash
-of the ticket go to the ``ticketd.integrations`` logger.
+Browsers get :data:`DENIAL_BODY` and nothing else. This module is the one place
+an adapter's refusal is logged (the verifier does not log, see
+:mod:`ticketd.redemption`): one line per refusal on the ``ticketd.integrations``
+_logger, with the reason, the detail (a clock skew, say) and a short hash of the
+ticket, never the ticket.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from ..exceptions import REJECTION_STATUS, Reason, StoreUnavailable, TicketError, TicketRejected
 from ..handshake import (
@@ -53,7 +56,7 @@ __all__ = [
     "redeem_blocking",
 ]
 
-logger = logging.getLogger("ticketd.integrations")
+_logger = logging.getLogger("ticketd.integrations")
 
 DENIAL_BODY = "ticket rejected\n"
 """The whole body of every refusal: the same text for every reason."""
@@ -85,14 +88,20 @@ class Denied:
 
 
 def _rejected(exc: TicketRejected) -> Denied:
-    logger.info(
-        "websocket handshake refused reason=%s ticket=%s", exc.reason.value, exc.ticket_hash or "-"
+    _logger.log(
+        logging.WARNING if exc.detail is not None else logging.INFO,
+        "websocket handshake refused reason=%s ticket=%s%s",
+        exc.reason.value,
+        exc.ticket_hash or "-",
+        f" detail={exc.detail.value}" if exc.detail is not None else "",
     )
     return Denied(status=REJECTION_STATUS[exc.reason], reason=exc.reason)
 
 
-def _unavailable(ticket: str) -> Denied:
-    logger.warning("websocket handshake refused: store unavailable ticket=%s", log_id(ticket))
+def _unavailable(ticket: str, exc: StoreUnavailable) -> Denied:
+    _logger.warning(
+        "websocket handshake refused: store unavailable ticket=%s why=%s", log_id(ticket), exc
+    )
     return Denied(
         status=UNAVAILABLE_STATUS,
         reason=None,
@@ -128,16 +137,11 @@ async def redeem(
     client_ip: str | None = None,
 ) -> Admitted | Denied:
     """Step 3 with the asyncio verifier: burn the ticket and check its bindings."""
+    facts = _facts(headers, audience, client_ip)
     try:
-        claims = await verifier.redeem(
-            presented.ticket,
-            origin=request_origin(headers),
-            audience=audience,
-            client_ip=client_ip,
-        )
+        return _settle(presented, await verifier.redeem(presented.ticket, **facts))
     except TicketError as exc:
         return _settle(presented, exc)
-    return _settle(presented, claims)
 
 
 def redeem_blocking(
@@ -149,16 +153,22 @@ def redeem_blocking(
     client_ip: str | None = None,
 ) -> Admitted | Denied:
     """Step 3 with the blocking verifier."""
+    facts = _facts(headers, audience, client_ip)
     try:
-        claims = verifier.redeem(
-            presented.ticket,
-            origin=request_origin(headers),
-            audience=audience,
-            client_ip=client_ip,
-        )
+        return _settle(presented, verifier.redeem(presented.ticket, **facts))
     except TicketError as exc:
         return _settle(presented, exc)
-    return _settle(presented, claims)
+
+
+class _Facts(TypedDict):
+    origin: str | None
+    audience: str | None
+    client_ip: str | None
+
+
+def _facts(headers: HeaderPairs, audience: str | None, client_ip: str | None) -> _Facts:
+    """What the handshake tells the verifier: the single Origin header, and the caller's."""
+    return {"origin": request_origin(headers), "audience": audience, "client_ip": client_ip}
 
 
 def _settle(presented: PresentedTicket, result: Claims | TicketError) -> Admitted | Denied:
@@ -166,7 +176,7 @@ def _settle(presented: PresentedTicket, result: Claims | TicketError) -> Admitte
     if isinstance(result, TicketRejected):
         return _rejected(result)
     if isinstance(result, StoreUnavailable):
-        return _unavailable(presented.ticket)
+        return _unavailable(presented.ticket, result)
     if isinstance(result, TicketError):
         raise result
     return Admitted(claims=result, subprotocol=presented.subprotocol)

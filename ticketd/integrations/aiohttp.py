@@ -30,6 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from ..handshake import SUBPROTOCOL
+from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Denied, admit
@@ -51,14 +52,22 @@ _ERRORS: dict[int, type[web.HTTPException]] = {
 
 
 async def check_ticket(
-    request: web.Request, verifier: TicketVerifier, *, audience: str | None = None
+    request: web.Request,
+    verifier: TicketVerifier,
+    *,
+    audience: str | None = None,
+    redact_logs: bool = True,
 ) -> Claims:
     """Redeem the handshake's ticket, or raise the HTTP error to answer with.
 
     ::
 
         claims = await check_ticket(request, verifier, audience="chat")
+
+    Turns on log redaction (idempotent; a check per call) unless ``redact_logs=False``.
     """
+    if redact_logs:
+        install_redaction()
     outcome = await admit(
         verifier,
         method=request.method,

@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeAlias
 
 from ..handshake import QUERY_PARAMETER
+from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, admit, is_ticket_subprotocol
@@ -52,7 +53,13 @@ __all__ = [
     "CLAIMS_KEY",
     "STATE_KEY",
     "SUBPROTOCOL_KEY",
+    "ASGIApp",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
     "TicketMiddleware",
+    "admitted_scope",
     "check_scope",
     "claims_from_scope",
     "deny",
@@ -79,8 +86,15 @@ class TicketMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, verifier: TicketVerifier, *, audience: str | None = None
+        self,
+        app: ASGIApp,
+        verifier: TicketVerifier,
+        *,
+        audience: str | None = None,
+        redact_logs: bool = True,
     ) -> None:
+        if redact_logs:  # the server logs the handshake before the app runs
+            install_redaction()
         self.app = app
         self.verifier = verifier
         self.audience = audience

@@ -44,7 +44,11 @@ TicketAuthMiddleware = TicketMiddleware
 
 
 def TicketAuthMiddlewareStack(
-    inner: ASGIApp, verifier: TicketVerifier, *, audience: str | None = None
+    inner: ASGIApp,
+    verifier: TicketVerifier,
+    *,
+    audience: str | None = None,
+    redact_logs: bool = True,
 ) -> TicketMiddleware:
     """The middleware stack for Channels WebSocket routes (a ticket check, no cookie auth).
 
@@ -52,4 +56,4 @@ def TicketAuthMiddlewareStack(
 
         TicketAuthMiddlewareStack(URLRouter(websocket_urlpatterns), verifier, audience="chat")
     """
-    return TicketMiddleware(inner, verifier, audience=audience)
+    return TicketMiddleware(inner, verifier, audience=audience, redact_logs=redact_logs)

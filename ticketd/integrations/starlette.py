@@ -36,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "ticketd.integrations.starlette needs starlette: pip install 'ticketd[server]'"
     ) from exc
 
+from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Denied
@@ -53,7 +54,7 @@ class TicketDenied(WebSocketException):
 
 
 def require_ticket(
-    verifier: TicketVerifier, *, audience: str | None = None
+    verifier: TicketVerifier, *, audience: str | None = None, redact_logs: bool = True
 ) -> Callable[[WebSocket], Awaitable[Claims]]:
     """A dependency returning the claims of the handshake's ticket (redeemed on call).
 
@@ -61,7 +62,11 @@ def require_ticket(
     like :class:`~ticketd.integrations.asgi.TicketMiddleware`::
 
         async def chat(websocket: WebSocket, claims: Claims = Depends(require_ticket(v))): ...
+
+    Turns on log redaction unless ``redact_logs=False``.
     """
+    if redact_logs:
+        install_redaction()
 
     async def ticket_claims(websocket: WebSocket) -> Claims:
         outcome = await check_scope(verifier, websocket.scope, audience=audience)

@@ -42,13 +42,23 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from ..handshake import SUBPROTOCOL, PresentedTicket
+from ..redaction import install_redaction
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, is_ticket_subprotocol, present, redeem
 
-__all__ = ["CLAIMS_ATTRIBUTE", "claims_of", "select_subprotocol", "ticket_auth"]
+__all__ = [
+    "CLAIMS_ATTRIBUTE",
+    "check_before_redeem",
+    "claims_of",
+    "finish",
+    "peer_ip",
+    "respond",
+    "select_subprotocol",
+    "ticket_auth",
+]
 
-logger = logging.getLogger("ticketd.integrations")
+_logger = logging.getLogger("ticketd.integrations")
 
 CLAIMS_ATTRIBUTE = "ticket_claims"
 """Attribute of the connection holding the :class:`~ticketd.Claims` after a successful check."""
@@ -66,18 +76,22 @@ class _Connection(Protocol):
 
 
 def ticket_auth(
-    verifier: TicketVerifier, *, audience: str | None = None
+    verifier: TicketVerifier, *, audience: str | None = None, redact_logs: bool = True
 ) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
     """Build a ``process_request`` hook that redeems the handshake's ticket.
 
     On success the claims are on the connection (:func:`claims_of`) and ``None``
     is returned so websockets completes the handshake; otherwise an HTTP response
     (400/401/403/503, body ``ticket rejected``) is returned instead of 101.
-    ``audience`` overrides the verifier's expected audience. ::
+    ``audience`` overrides the verifier's expected audience. Building the hook turns on
+    :func:`~ticketd.redaction.install_redaction` (idempotent); ``redact_logs=False``
+    leaves logging alone. ::
 
         serve(handler, process_request=ticket_auth(verifier, audience="chat"),
               select_subprotocol=select_subprotocol)
     """
+    if redact_logs:
+        install_redaction()
 
     async def process_request(connection: ServerConnection, request: Request) -> Response | None:
         presented = check_before_redeem(connection, request)
@@ -138,13 +152,13 @@ def check_before_redeem(
         # A dry run of the checks ServerProtocol.accept() makes after this hook.
         _, _, selected = connection.protocol.process_request(request)
     except Exception:  # websockets refuses it right after this hook, with its own status
-        logger.info("websocket handshake invalid for websockets; ticket not redeemed")
+        _logger.info("websocket handshake invalid for websockets; ticket not redeemed")
         return None
     if selected is not None and is_ticket_subprotocol(selected):
-        logger.error("select_subprotocol chose a ticket-bearing token; refusing the handshake")
+        _logger.error("select_subprotocol chose a ticket-bearing token; refusing the handshake")
         return connection.respond(500, "server misconfigured\n")
     if presented.transport == "subprotocol" and selected != SUBPROTOCOL:
-        logger.error(
+        _logger.error(
             "ticket sent as a subprotocol but the server would not select %s; pass "
             "select_subprotocol=ticketd.integrations.websockets.select_subprotocol to serve()",
             SUBPROTOCOL,

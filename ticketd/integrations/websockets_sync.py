@@ -28,6 +28,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from ..handshake import PresentedTicket
+from ..redaction import install_redaction
 from ..verifier import BlockingTicketVerifier
 from ._common import redeem_blocking
 from .websockets import check_before_redeem, claims_of, finish, peer_ip, select_subprotocol
@@ -36,7 +37,7 @@ __all__ = ["claims_of", "select_subprotocol", "ticket_auth"]
 
 
 def ticket_auth(
-    verifier: BlockingTicketVerifier, *, audience: str | None = None
+    verifier: BlockingTicketVerifier, *, audience: str | None = None, redact_logs: bool = True
 ) -> Callable[[ServerConnection, Request], Response | None]:
     """Build a blocking ``process_request`` hook; the sync twin of the asyncio ``ticket_auth``.
 
@@ -44,7 +45,11 @@ def ticket_auth(
 
         serve(handler, process_request=ticket_auth(blocking_verifier),
               select_subprotocol=select_subprotocol)
+
+    Turns on log redaction unless ``redact_logs=False``, like the asyncio hook.
     """
+    if redact_logs:
+        install_redaction()
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
         presented = check_before_redeem(connection, request)

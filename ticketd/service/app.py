@@ -28,7 +28,7 @@ from .settings import Settings
 
 __all__ = ["create_app", "redis_options"]
 
-logger = logging.getLogger("ticketd.service")
+_logger = logging.getLogger("ticketd.service")
 
 
 def _problem_docs(*codes: str) -> dict[int | str, dict[str, Any]]:
@@ -71,7 +71,7 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
                 "Tickets live in this process only: one process, nothing persisted, "
                 "no replicas. Do not use this in production.",
             ):
-                logger.warning(line)
+                _logger.warning(line)
         yield
         service.draining = True
         await service.aclose()
@@ -201,7 +201,7 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        logger.error("unhandled error path=%s error=%s", request.url.path, type(exc).__name__)
+        _logger.error("unhandled error path=%s error=%s", request.url.path, type(exc).__name__)
         return problem_response("internal_error")
 
     return app

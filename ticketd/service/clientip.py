@@ -7,7 +7,10 @@ from collections.abc import Iterable, Sequence
 
 from ..binding import canonical_ip
 
-__all__ = ["TrustedProxies"]
+__all__ = [
+    "IPNetwork",
+    "TrustedProxies",
+]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

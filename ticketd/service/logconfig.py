@@ -13,7 +13,7 @@ import logging.config
 import time
 from typing import Any
 
-__all__ = ["JSONFormatter", "configure_logging"]
+__all__ = ["DenialResponseNoise", "JSONFormatter", "configure_logging", "logging_config"]
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",
@@ -40,6 +40,24 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(payload, default=str, separators=(",", ":"))
 
 
+class DenialResponseNoise(logging.Filter):
+    """Drop uvicorn's ERROR "ASGI callable returned without completing handshake." only.
+
+    uvicorn's ``websockets-sansio`` protocol (its default since 0.35) never marks the
+    handshake complete after a WebSocket Denial Response (``websocket.http.response.*``),
+    which is how ticketd's adapters refuse a ticket with 401/403. When the app then
+    returns, it logs that line at ERROR although the client got the intended status
+    (and uvicorn's own access line already says which). Every correct refusal would page
+    whoever alerts on ERROR. Upstream: uvicorn pull request #3138 (the wsproto protocol
+    already behaves). Only that exact record on ``uvicorn.error`` is dropped.
+    """
+
+    MESSAGE = "ASGI callable returned without completing handshake."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "uvicorn.error" and record.msg == self.MESSAGE)
+
+
 def logging_config(level: str = "info", fmt: str = "json") -> dict[str, Any]:
     """A ``dictConfig`` for ticketd and uvicorn (also handed to uvicorn's ``log_config``)."""
     formatter: dict[str, Any] = (
@@ -51,7 +69,10 @@ def logging_config(level: str = "info", fmt: str = "json") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
-        "filters": {"redact": {"()": "ticketd.redaction.TicketRedactionFilter"}},
+        "filters": {
+            "redact": {"()": "ticketd.redaction.TicketRedactionFilter"},
+            "denial_noise": {"()": f"{__name__}.DenialResponseNoise"},
+        },
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
@@ -63,7 +84,7 @@ def logging_config(level: str = "info", fmt: str = "json") -> dict[str, Any]:
         "loggers": {
             "ticketd": {"level": level.upper()},
             "uvicorn": {"level": level.upper()},
-            "uvicorn.error": {"level": level.upper()},
+            "uvicorn.error": {"level": level.upper(), "filters": ["denial_noise"]},
             "uvicorn.access": {"level": level.upper()},
         },
         "root": {"handlers": ["default"], "level": level.upper()},

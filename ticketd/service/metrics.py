@@ -9,7 +9,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .. import __version__
 
-__all__ = ["Metrics"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "Metrics",
+]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 

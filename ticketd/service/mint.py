@@ -30,7 +30,7 @@ from .schemas import MintRequest
 
 __all__ = ["mint", "preflight"]
 
-logger = logging.getLogger("ticketd.service")
+_logger = logging.getLogger("ticketd.service")
 
 
 async def mint(service: Service, request: Request) -> Response:
@@ -133,7 +133,7 @@ async def _mint(service: Service, request: Request) -> Response:
     issued = prepared.issued
     service.metrics.mints.labels("ok").inc()
     ticket_hash = log_id(issued.ticket)
-    logger.info(
+    _logger.info(
         "ticket minted audience=%s ticket=%s request_id=%s",
         audience,
         ticket_hash,

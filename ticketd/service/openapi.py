@@ -8,6 +8,8 @@ from typing import Any
 from .app import create_app
 from .settings import build_settings
 
+__all__ = ["render", "spec"]
+
 # Values only to build the app; the spec does not depend on them.
 _SPEC_SETTINGS = {
     "allowed_origins": "https://app.invalid",

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 
 from starlette.responses import JSONResponse
 
-__all__ = ["PROBLEMS", "Problem", "problem_response"]
+__all__ = [
+    "MEDIA_TYPE",
+    "PROBLEMS",
+    "PROBLEM_TYPE_BASE",
+    "Problem",
+    "problem_response",
+]
 
 PROBLEM_TYPE_BASE = "urn:ticketd:problem:"
 MEDIA_TYPE = "application/problem+json"

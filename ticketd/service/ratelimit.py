@@ -41,7 +41,7 @@ from typing import Any
 from redis.exceptions import RedisClusterException, RedisError
 
 from ..batching import Command, CommandBatcher
-from ..exceptions import StoreUnavailable
+from ..exceptions import StoreOperation, StoreUnavailable
 from ..tickets import Subject
 from .settings import Settings
 
@@ -185,7 +185,7 @@ class MintLimits:
         try:  # the batcher enforces the deadline (one timer per batch)
             return await self.batcher.execute(commands)
         except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"rate limiter failed: {type(exc).__name__}") from exc
+            raise StoreUnavailable.from_error(StoreOperation.RATE_LIMIT, exc) from exc
 
 
 @dataclass(frozen=True, slots=True)

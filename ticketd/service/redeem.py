@@ -76,9 +76,11 @@ async def _redeem(service: Service, request: Request) -> Response:
             client_ip=parsed.client_ip,
         )
     except TicketRejected as exc:
+        # The one log line of this refusal (the verifier does not log): see ticketd.redemption.
         service.metrics.redemptions.labels(exc.reason.value, "http").inc()
+        why = f" why={exc.detail.value}" if exc.detail is not None else ""
         return service.refuse(
-            exc.reason.value, rid, where="redeem", detail=f"ticket={exc.ticket_hash or '-'}"
+            exc.reason.value, rid, where="redeem", detail=f"ticket={exc.ticket_hash or '-'}{why}"
         )
     except StoreUnavailable as exc:
         service.metrics.store_errors.labels("redeem").inc()

@@ -38,7 +38,7 @@ from .settings import Settings
 
 __all__ = ["MAX_BODY_BYTES", "Service", "is_json", "redis_options"]
 
-logger = logging.getLogger("ticketd.service")
+_logger = logging.getLogger("ticketd.service")
 
 MAX_BODY_BYTES = 8 * 1024
 _DIGITS = re.compile(r"[0-9]{1,12}")  # str.isdigit() also accepts "²", which int() refuses
@@ -114,7 +114,7 @@ class Service:
         detail: str = "",
     ) -> JSONResponse:
         status = PROBLEMS[code].status
-        logger.info(
+        _logger.info(
             "%s refused code=%s status=%d request_id=%s%s",
             where,
             code,

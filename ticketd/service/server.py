@@ -11,7 +11,7 @@ import uvicorn
 
 __all__ = ["DrainingServer"]
 
-logger = logging.getLogger("ticketd.service")
+_logger = logging.getLogger("ticketd.service")
 
 
 class DrainingServer(uvicorn.Server):
@@ -34,7 +34,7 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(sig, frame)
             return
         self.service.draining = True
-        logger.info("draining: /readyz answers 503, exiting in %.1f s", self.drain_seconds)
+        _logger.info("draining: /readyz answers 503, exiting in %.1f s", self.drain_seconds)
         timer = threading.Timer(self.drain_seconds, super().handle_exit, (sig, frame))
         timer.daemon = True
         timer.start()

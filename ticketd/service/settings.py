@@ -26,8 +26,19 @@ from pydantic_settings import (
 
 from ..issuer import validate_audience
 from ..origins import OriginAllowlist, OriginPattern
+from .redis_url import redis_url_problem
+from .secret_strength import weakness
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
+__all__ = [
+    "ENV_PREFIX",
+    "MIN_SECRET_BYTES",
+    "PLACEHOLDER_WORDS",
+    "CommaList",
+    "ConfigError",
+    "Settings",
+    "build_settings",
+    "load_settings",
+]
 
 ENV_PREFIX = "TICKETD_"
 MIN_SECRET_BYTES = 32
@@ -60,8 +71,9 @@ def _check_secret(name: str, value: str) -> None:
     lowered = value.lower()
     if any(word in lowered for word in PLACEHOLDER_WORDS):
         raise ValueError(f"{name} looks like a placeholder; generate a random one")
-    if len(set(value)) < 8:
-        raise ValueError(f"{name} has too few distinct characters")
+    problem = weakness(value)  # repeated patterns, sequential or keyboard runs, digit runs
+    if problem is not None:
+        raise ValueError(f"{name} {problem}")
 
 
 class Settings(BaseSettings):
@@ -144,8 +156,11 @@ class Settings(BaseSettings):
     def _origins(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one allowed origin is required")
-        for item in value:
-            OriginPattern.parse(item)  # InvalidOrigin is a ValueError
+        for position, item in enumerate(value, 1):
+            try:
+                OriginPattern.parse(item)
+            except ValueError as exc:  # InvalidOrigin; an origin is not a secret: quote it
+                raise ValueError(f"entry {position} {item!r}: {exc}") from None
         return value
 
     @field_validator("audiences")
@@ -186,8 +201,9 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        problem = redis_url_problem(value) if value is not None else None
+        if problem is not None:  # never the URL itself: it may carry a password
+            raise ValueError(problem)
         return value
 
     @field_validator("session_secret")

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from tests.servers import serve_app
+from tests.support.servers import serve_app
 from ticketd.service import Settings, create_app
 from ticketd.service.settings import build_settings
 from ticketd.sessions import issue_session_cookie

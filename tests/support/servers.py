@@ -11,7 +11,7 @@ from typing import Any
 
 import uvicorn
 
-from tests.redisproc import free_port
+from tests.support.redisproc import free_port
 
 
 @contextmanager

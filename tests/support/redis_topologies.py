@@ -4,7 +4,7 @@ Each helper is a context manager that starts processes on free loopback ports in
 temporary directories and always kills them and removes the directories, even
 when start-up fails half-way. Missing binaries skip the test with an install
 hint, or fail it when ``TICKETD_TEST_REQUIRE_REDIS=1`` (CI), through
-:func:`tests.redisproc.redis_binary`.
+:func:`tests.support.redisproc.redis_binary`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.redisproc import RedisServer, free_port, redis_binary
+from tests.support.redisproc import RedisServer, free_port, redis_binary
 
 __all__ = [
     "Certificates",

@@ -1,0 +1,61 @@
+"""Tickets for adapter tests: an issuer and a verifier over one Redis and key prefix."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import redis.asyncio
+
+from ticketd import TicketIssuer, TicketStore, TicketVerifier
+from ticketd.tickets import ticket_key
+
+ORIGIN = "https://app.example"
+OTHER_ORIGIN = "https://evil.example"
+AUDIENCE = "chat"
+PREFIX = "itest:"
+
+UPGRADE = [
+    ("Host", "rt.example"),
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Version", "13"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+]
+
+
+@dataclass
+class TicketEnv:
+    """An issuer and a verifier sharing one Redis, store and key prefix."""
+
+    client: redis.asyncio.Redis
+    issuer: TicketIssuer
+    verifier: TicketVerifier
+
+    async def mint(self, subject: str | int = "u1", *, origin: str = ORIGIN) -> str:
+        issued = await self.issuer.mint(subject, origin=origin, audience=AUDIENCE)
+        return issued.ticket
+
+    async def stored(self, ticket: str) -> bool:
+        """Whether the ticket is still redeemable (its record is in Redis)."""
+        return bool(await self.client.exists(ticket_key(PREFIX, ticket)))
+
+
+@asynccontextmanager
+async def ticket_env(url: str, *, deadline: float = 1.0) -> AsyncIterator[TicketEnv]:
+    client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    store = TicketStore(client, deadline=deadline)
+    try:
+        yield TicketEnv(
+            client=client,
+            issuer=TicketIssuer(store, key_prefix=PREFIX),
+            verifier=TicketVerifier(store, key_prefix=PREFIX, audience=AUDIENCE),
+        )
+    finally:
+        await client.aclose()
+
+
+def handshake(*extra: tuple[str, str], origin: str | None = ORIGIN) -> list[tuple[str, str]]:
+    headers = [*UPGRADE, *extra]
+    return [*headers, ("Origin", origin)] if origin is not None else headers

@@ -1,0 +1,69 @@
+"""What the browser tests share: where Chromium is, how to launch it, and the skip/fail rule."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.support.redisproc import REQUIRE_ENV
+
+__all__ = [
+    "CHROMIUM",
+    "CHROMIUM_ARGS",
+    "WAIT_MS",
+    "LogLines",
+    "require_browser",
+    "require_curl",
+]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_MS = 10_000
+
+
+def require_browser() -> None:
+    """Skip (or, with TICKETD_TEST_REQUIRE_BROWSER=1 as in CI, fail) without Chromium."""
+    problem = None
+    if not Path(CHROMIUM).exists():
+        problem = f"{CHROMIUM} not found: apt-get install chromium"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            problem = "playwright is not installed: pip install -e '.[test]'"
+    if problem is None:
+        return
+    if os.environ.get("TICKETD_TEST_REQUIRE_BROWSER") == "1":
+        pytest.fail(problem, pytrace=False)
+    pytest.skip(problem)
+
+
+def require_curl() -> None:
+    """Skip (or, in CI, fail) without curl: the README's shell blocks use it."""
+    if shutil.which("curl") is None:
+        if os.environ.get(REQUIRE_ENV) == "1":  # CI: .ci/run installs it
+            pytest.fail("curl not found: apt-get install curl", pytrace=False)
+        pytest.skip("curl not found: apt-get install curl")
+
+
+class LogLines(logging.Handler):
+    """The ticketd log lines (verifier and adapter reasons), from any thread."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
