@@ -42,6 +42,8 @@ export interface Logger {
 export const REJECTION_STATUS: Readonly<Record<Reason, number>>;
 export const UNAVAILABLE_STATUS: 503;
 export const DEFAULT_KEY_PREFIX: "ticketd:";
+/** Seconds the issuer's and the verifier's clocks may disagree (as Python's DEFAULT_LEEWAY). */
+export const DEFAULT_LEEWAY: 5;
 export const SUBPROTOCOL: "ticketd.v1";
 export const DENIAL_BODY: "ticket rejected\n";
 export const CLOSE_REVOKED: 4403;
@@ -50,10 +52,12 @@ export const CLOSE_SESSION_ENDED: 4401;
 export class TicketdError extends Error {}
 
 export class TicketRejected extends TicketdError {
-  constructor(reason: Reason, options?: { ticketHash?: string | null });
+  constructor(reason: Reason, options?: { ticketHash?: string | null; detail?: string | null });
   readonly reason: Reason;
   /** The ticket's log id (8 characters of its hash) when it was well formed. */
   readonly ticketHash: string | null;
+  /** For logs only: "issued_in_future", "expired_by_clock" or "unreadable_record". */
+  readonly detail: string | null;
   readonly status: number;
 }
 
@@ -105,6 +109,8 @@ export interface RedisVerifierOptions {
   /** The whole redeem's Redis budget; past it, StoreUnavailable (default 1000). */
   deadlineMs?: number;
   connectTimeoutMs?: number;
+  /** Seconds two clocks may disagree (default 5, as Python). */
+  leeway?: number;
   /** Read the revocation state at redeem (default true). */
   checkRevocation?: boolean;
   /** Seconds since the epoch (default: Date.now() / 1000). */

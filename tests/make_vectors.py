@@ -28,6 +28,7 @@ from tests.test_origins import ACCEPTED, REFUSED
 from ticketd import StoreUnavailable, TicketRejected, TicketStore, TicketVerifier
 from ticketd.exceptions import InvalidOrigin
 from ticketd.handshake import extract_ticket, is_websocket_upgrade, request_origin
+from ticketd.redemption import DEFAULT_LEEWAY
 from ticketd.tickets import Claims, decode_record, is_well_formed, log_id, ticket_digest, ticket_key
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
@@ -36,6 +37,7 @@ NOW_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 ORIGIN = "https://app.example.com"
 REVOCATION = "revocation"
 UNAVAILABLE_STATUS = 503
+LEEWAY_MS = round(DEFAULT_LEEWAY * 1000)
 STATUS = {
     "missing": 401,
     "malformed": 401,
@@ -377,8 +379,41 @@ def redeem_cases() -> list[dict[str, Any]]:
         {"name": "unknown ticket", "record": None, "origin": ORIGIN},
         {"name": "malformed ticket", "ticket": T[:-1] + "B", "record": good, "origin": ORIGIN},
         {"name": "short ticket", "ticket": "abc", "record": None, "origin": ORIGIN},
-        {"name": "expired", "record": _record(set={5: NOW_MS}), "origin": ORIGIN},
-        {"name": "expires in 1 ms", "record": _record(set={5: NOW_MS + 1}), "origin": ORIGIN},
+        {
+            "name": "expired beyond the leeway",
+            "record": _record(set={5: NOW_MS - 5_000}),
+            "origin": ORIGIN,
+        },
+        {
+            "name": "expired 1 ms beyond the leeway",
+            "record": _record(set={5: NOW_MS - 5_001}),
+            "origin": ORIGIN,
+        },
+        {
+            "name": "expired within the leeway",
+            "record": _record(set={5: NOW_MS - 4_999}),
+            "origin": ORIGIN,
+        },
+        {
+            "name": "expired now, within the leeway",
+            "record": _record(set={5: NOW_MS}),
+            "origin": ORIGIN,
+        },
+        {
+            "name": "issued in the future beyond the leeway",
+            "record": _record(set={4: NOW_MS + 5_001}),
+            "origin": ORIGIN,
+        },
+        {
+            "name": "issued in the future within the leeway",
+            "record": _record(set={4: NOW_MS + 5_000}),
+            "origin": ORIGIN,
+        },
+        {
+            "name": "issued in the future checked before expiry",
+            "record": _record(set={4: NOW_MS + 9_000, 5: NOW_MS - 9_000}),
+            "origin": "null",
+        },
         {"name": "unreadable record", "record": "{oops", "origin": ORIGIN},
         {"name": "record of another version", "record": "[9]", "origin": ORIGIN},
         {"name": "origin missing", "record": good, "origin": None},
@@ -446,7 +481,7 @@ def redeem_cases() -> list[dict[str, Any]]:
     for case in cases:
         case.setdefault("ticket", T)
         case.setdefault("client_ip", None)
-        case |= {"now_ms": NOW_MS, "audience": "chat", "prefix": PREFIX}
+        case |= {"now_ms": NOW_MS, "leeway_ms": LEEWAY_MS, "audience": "chat", "prefix": PREFIX}
         case |= asyncio.run(_python_redeem(case))
         out.append(case)
     return out + _revocation_redeem_cases()
@@ -467,7 +502,10 @@ async def _python_redeem(case: dict[str, Any]) -> dict[str, Any]:
         await client.set(ticket_key(PREFIX, case["ticket"]), case["record"])
     _CountingRedis.calls = 0
     verifier = TicketVerifier(
-        TicketStore(client, batch=False), audience=case["audience"], clock=lambda: NOW_MS / 1000
+        TicketStore(client, batch=False),
+        audience=case["audience"],
+        leeway=case["leeway_ms"] / 1000,
+        clock=lambda: NOW_MS / 1000,
     )
     try:
         claims = await verifier.redeem(
@@ -535,6 +573,7 @@ def _revocation_redeem_cases() -> list[dict[str, Any]]:
                 "origin": ORIGIN,
                 "client_ip": None,
                 "now_ms": NOW_MS,
+                "leeway_ms": LEEWAY_MS,
                 "audience": "chat",
                 "prefix": PREFIX,
                 "revocation_state": state,
@@ -555,6 +594,7 @@ def _revocation_redeem_cases() -> list[dict[str, Any]]:
             "origin": ORIGIN,
             "client_ip": None,
             "now_ms": NOW_MS,
+            "leeway_ms": LEEWAY_MS,
             "audience": "chat",
             "prefix": PREFIX,
             "revocation_state": {u_key: json.dumps([NOW_MS - 999, None])},

@@ -165,6 +165,7 @@ async def redeem_once(vector: dict[str, Any]) -> dict[str, Any]:
         TicketStore(client, batch=False),
         key_prefix=vector["prefix"],
         audience=vector["audience"],
+        leeway=vector["leeway_ms"] / 1000,
         clock=lambda: vector["now_ms"] / 1000,
     )
     try:

@@ -38,12 +38,24 @@ function presentedOrigin(origin) {
   }
 }
 
+export const DEFAULT_LEEWAY = 5;
+
 /**
  * Return `claims` if the connection matches them, else throw TicketRejected.
- * `now` is in seconds; `audience` null or undefined skips the audience check.
+ * `now` and `leeway` (how far two clocks may disagree) are in seconds; `audience`
+ * null or undefined skips the audience check. As Python's `decide`: a record issued
+ * after `now + leeway`, or expired by `now` beyond the leeway, is `invalid`.
  */
-export function checkBinding(claims, { origin, audience, clientIp = null, now, ticketHash = null }) {
-  if (now >= claims.expiresAt) throw new TicketRejected("invalid", { ticketHash });
+export function checkBinding(
+  claims,
+  { origin, audience, clientIp = null, now, leeway = DEFAULT_LEEWAY, ticketHash = null },
+) {
+  if (claims.issuedAt > now + leeway) {
+    throw new TicketRejected("invalid", { ticketHash, detail: "issued_in_future" });
+  }
+  if (now >= claims.expiresAt + leeway) {
+    throw new TicketRejected("invalid", { ticketHash, detail: "expired_by_clock" });
+  }
   const presented = presentedOrigin(origin);
   if (presented === null || presented !== claims.origin) {
     throw new TicketRejected("origin_mismatch", { ticketHash });

@@ -35,15 +35,18 @@ export class TicketdError extends Error {
 export class TicketRejected extends TicketdError {
   /**
    * @param {string} reason one of the keys of REJECTION_STATUS
-   * @param {{ ticketHash?: string | null }} [options] log id of a well-formed ticket
+   * @param {{ ticketHash?: string | null, detail?: string | null }} [options] the log id of
+   *   a well-formed ticket; a detail for logs only (`issued_in_future`, `expired_by_clock`,
+   *   `unreadable_record`, as Python's `Detail`)
    */
-  constructor(reason, { ticketHash = null } = {}) {
+  constructor(reason, { ticketHash = null, detail = null } = {}) {
     if (!Object.hasOwn(REJECTION_STATUS, reason)) {
       throw new TypeError(`unknown rejection reason ${JSON.stringify(reason)}`);
     }
     super(reason);
     this.reason = reason;
     this.ticketHash = ticketHash;
+    this.detail = detail;
   }
 
   get status() {

@@ -4,7 +4,7 @@
  * The wire contract is docs/PROTOCOL.md of the ticketd repository.
  */
 export { REJECTION_STATUS, StoreUnavailable, TicketdError, TicketRejected, UNAVAILABLE_STATUS } from "./errors.js";
-export { canonicalIp, checkBinding } from "./binding.js";
+export { canonicalIp, checkBinding, DEFAULT_LEEWAY } from "./binding.js";
 export { CLOSE_REVOKED, CLOSE_SESSION_ENDED, createRevocationFeed } from "./feed.js";
 export { extractTicket, isWebSocketUpgrade, requestOrigin, SUBPROTOCOL } from "./handshake.js";
 export { canonicalOrigin, InvalidOrigin } from "./origins.js";

@@ -10,7 +10,7 @@
  *
  * Rejections are logged with the reason and the ticket's log id, never the ticket.
  */
-import { checkBinding } from "./binding.js";
+import { checkBinding, DEFAULT_LEEWAY } from "./binding.js";
 import { StoreUnavailable, TicketRejected, TicketdError, REJECTION_STATUS } from "./errors.js";
 import { resolveLogger } from "./log.js";
 import { clientFromUrl, closeClient, DEFAULT_DEADLINE_MS, ensureConnected, redeemCommand, send } from "./redis.js";
@@ -39,9 +39,17 @@ export function createVerifier(options) {
 }
 
 class BaseVerifier {
-  constructor({ audience, deadlineMs = DEFAULT_DEADLINE_MS, clock = () => Date.now() / 1000, logger }) {
+  constructor({
+    audience,
+    deadlineMs = DEFAULT_DEADLINE_MS,
+    leeway = DEFAULT_LEEWAY,
+    clock = () => Date.now() / 1000,
+    logger,
+  }) {
     if (!(Number.isFinite(deadlineMs) && deadlineMs > 0)) throw new TypeError("deadlineMs must be > 0");
+    if (!(Number.isFinite(leeway) && leeway >= 0)) throw new TypeError("leeway must not be negative");
     this.audience = audience;
+    this.leeway = leeway;
     this.deadlineMs = deadlineMs;
     this.clock = clock;
     this.logger = resolveLogger(logger);
@@ -58,7 +66,8 @@ class BaseVerifier {
 
   _rejected(error) {
     if (error instanceof TicketRejected) {
-      this.logger.info(`ticket rejected reason=${error.reason} ticket=${error.ticketHash ?? "-"}`);
+      const detail = error.detail ? ` detail=${error.detail}` : "";
+      this.logger.info(`ticket rejected reason=${error.reason}${detail} ticket=${error.ticketHash ?? "-"}`);
     } else if (error instanceof StoreUnavailable) {
       this.logger.warn(`ticket store unavailable during redeem: ${error.message}`);
     }
@@ -109,9 +118,16 @@ class RedisVerifier extends BaseVerifier {
       claims = decodeRecord(raw);
     } catch {
       this.logger.error(`ticket record unreadable ticket=${ticketHash}`);
-      throw new TicketRejected("invalid", { ticketHash });
+      throw new TicketRejected("invalid", { ticketHash, detail: "unreadable_record" });
     }
-    return checkBinding(claims, { origin, audience: this.audience, clientIp, now: this.clock(), ticketHash });
+    return checkBinding(claims, {
+      origin,
+      audience: this.audience,
+      clientIp,
+      now: this.clock(),
+      leeway: this.leeway,
+      ticketHash,
+    });
   }
 
   async _revocationCheck(claims, ticketHash) {

@@ -149,6 +149,7 @@ describe("redeem against a real redis-server", () => {
         redis: spy,
         keyPrefix: v.prefix,
         audience: v.audience,
+        leeway: v.leeway_ms / 1000,
         clock: () => v.now_ms / 1000,
       });
       let outcome;
