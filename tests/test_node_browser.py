@@ -22,14 +22,24 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from tests.nodeproc import NodeProcess, node_binary, node_echo_server, ticketd_serve
-from tests.redisproc import RedisServer, free_port
-from tests.servers import serve_app
-from tests.service_support import SECRET, cookie_for, ticket_keys
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, EVIL_PAGE, TRY_SOCKET, require_browser
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
+from tests.support.nodeproc import NodeProcess, node_binary, node_echo_server, ticketd_serve
+from tests.support.redisproc import RedisServer, free_port
+from tests.support.servers import serve_app
+from tests.support.service_support import SECRET, cookie_for, ticket_keys
 from ticketd.tickets import log_id
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis, pytest.mark.node]
+
+EVIL_PAGE = '<!doctype html><meta charset="utf-8"><title>evil</title><p>win a prize</p>'
+
+# Resolves with what happened first to a raw WebSocket: {opened, protocol} or {opened: false, code}.
+TRY_SOCKET = """([url, protocols]) => new Promise((resolve) => {
+  const ws = protocols ? new WebSocket(url, protocols) : new WebSocket(url);
+  const timer = setTimeout(() => resolve({ timeout: true }), 10000);
+  ws.onopen = () => { clearTimeout(timer); resolve({ opened: true, protocol: ws.protocol }); };
+  ws.onclose = (e) => { clearTimeout(timer); resolve({ opened: false, code: e.code }); };
+})"""
 
 # Opens a socket, sends "hi", resolves with the echo (or how it ended).
 ECHO = """([url, protocols]) => new Promise((resolve) => {

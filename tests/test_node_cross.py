@@ -21,9 +21,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin, Subprotocol
 
-from tests.nodeproc import NodeProcess, node_binary, node_echo_server, ticketd_serve
-from tests.redisproc import RedisServer
-from tests.service_support import APP_ORIGIN, SECRET, SERVICE_KEY, cookie_for, ticket_keys
+from tests.support.nodeproc import NodeProcess, node_binary, node_echo_server, ticketd_serve
+from tests.support.redisproc import RedisServer
+from tests.support.service_support import APP_ORIGIN, SECRET, SERVICE_KEY, cookie_for, ticket_keys
 from ticketd import StoreUnavailable, TicketRejected, TicketVerifier
 from ticketd.tickets import log_id
 

@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.redisproc import free_port
+from tests.support.redisproc import free_port
 
-NODE_DIR = Path(__file__).resolve().parent.parent / "node"
+NODE_DIR = Path(__file__).resolve().parents[2] / "node"
 FIXTURES = NODE_DIR / "test" / "fixtures"
 REQUIRE_ENV = "TICKETD_TEST_REQUIRE_NODE"
 
