@@ -24,18 +24,30 @@ $(STAMP): $(SERVER_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[server,test,dev]'
 	@touch $(STAMP)
 
+# The Node package (node/): installed exactly from its lockfile, again when it changes.
+NODE_STAMP := node/node_modules/.installed
+
+$(NODE_STAMP): node/package.json node/package-lock.json
+	@command -v node >/dev/null || { echo "the Node package needs Node.js >= 20 (apt-get install nodejs npm)"; exit 1; }
+	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' || \
+		{ echo "the Node package needs Node.js >= 20, found $$(node --version)"; exit 1; }
+	cd node && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
 # Ctrl+C stops the server cleanly: exit status 130, which is not a failure here.
 run: $(SERVER_STAMP)
 	$(BIN)/ticketd serve --dev --host $(HOST) --port $(PORT) || test $$? -eq 130
 
 # COVERAGE_FILE is absolute: subprocesses started in temporary directories write there too.
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	rm -f .coverage .coverage.*
 	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/python -m pytest --cov --cov-branch --cov-report=term $(PYTEST_ARGS)
+	cd node && npm test
 
-lint: $(STAMP)
+lint: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	cd node && npm run lint
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -43,7 +55,7 @@ typecheck: $(STAMP)
 openapi: $(STAMP)
 	$(BIN)/python -m ticketd.service.openapi > openapi/openapi.json
 
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m bench
 
 soak: $(STAMP)
@@ -53,7 +65,7 @@ demo: $(SERVER_STAMP)
 	$(BIN)/ticketd demo --dev --host $(HOST) --port $(PORT) || test $$? -eq 130
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov node/node_modules
 
 # Container image (deploy/Dockerfile) with docker or podman, whichever is installed
 # (podman when both are: it needs no daemon). No image is published: push your own

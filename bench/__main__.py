@@ -20,7 +20,9 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -73,6 +75,22 @@ def http_redeem(url: str, seconds: int) -> dict[str, Any]:
     finally:
         os.unlink(handle.name)
     return result.as_dict()
+
+
+NODE_BENCH = Path(__file__).resolve().parent.parent / "node" / "bench" / "redeem.js"
+
+
+def node_redeem(url: str, ops: int, repeat: int) -> dict[str, Any] | None:
+    """The Node verifier vs raw node-redis GETDEL, 64 concurrent (node/bench/redeem.js)."""
+    node = shutil.which("node")
+    if node is None:
+        print("  node not found: the Node verifier row is skipped", flush=True)
+        return None
+    command = [node, str(NODE_BENCH), url, "--ops", str(ops), "--repeat", str(repeat)]
+    command += ["--concurrency", "64"]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def run_once(url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -173,6 +191,8 @@ def main() -> int:
         report["handshake"] = asyncio.run(inproc.ws_handshakes(url, args.handshakes))
         print(f"  {args.revocations} revocations, 4 sockets on 2 processes each ...", flush=True)
         report["revocation"] = asyncio.run(revocation.propagation(url, args.revocations))
+        print("  Node verifier redeem vs raw node-redis GETDEL (64 concurrent) ...", flush=True)
+        report["node"] = node_redeem(url, args.ops, args.repeat)
 
     runs = report["runs"]
     medians = {k: statistics.median(r["ratios"][k] for r in runs) for k in runs[0]["ratios"]}
@@ -250,6 +270,23 @@ def main() -> int:
             ]
         )
     print(table(rows))
+
+    node = report["node"]
+    if node is not None:
+        print(f"\nNode verifier (node/bench/redeem.js, medians of {node['repeat']} runs)")
+        rows = [["what", "ops/s", "p50 ms", "p99 ms"]]
+        for label, key in (
+            ("raw node-redis GETDEL, 64 concurrent (baseline)", "raw_getdel"),
+            ("Node verifier redeem, revocation read off", "verifier_no_revocation"),
+            ("Node verifier redeem (GETDEL + revocation MGET)", "verifier"),
+        ):
+            f = node[key]
+            rows.append([label, f"{f['ops']:,.0f}", f"{f['p50_ms']:.2f}", f"{f['p99_ms']:.2f}"])
+        print(table(rows))
+        print(
+            f"Node verifier / raw GETDEL: {node['ratio']:.2f}x "
+            f"(with the revocation read: {node['ratio_with_revocation']:.2f}x)"
+        )
 
     errors = sum(m["errors"] for r in runs for m in r["mint"].values())
     print(f"\nHTTP errors during mint runs: {errors}")

@@ -1,0 +1,231 @@
+/**
+ * Redeeming tickets: `createVerifier()` over Redis (node-redis) or over ticketd's
+ * `POST /v1/tickets/redeem`. A redeem, as in docs/PROTOCOL.md section 4:
+ *
+ * 1. format check: a malformed ticket is refused without a Redis (or HTTP) call;
+ * 2. the redeem command (GETDEL) on the hashed key: the ticket is burned whatever follows;
+ * 3. no record, or an unreadable one → `invalid`;
+ * 4. binding checks (expiry, Origin, audience, client address);
+ * 5. revocation state → `revoked`.
+ *
+ * Rejections are logged with the reason and the ticket's log id, never the ticket.
+ */
+import { checkBinding, DEFAULT_LEEWAY } from "./binding.js";
+import { StoreUnavailable, TicketRejected, TicketdError, REJECTION_STATUS } from "./errors.js";
+import { resolveLogger } from "./log.js";
+import { clientFromUrl, closeClient, DEFAULT_DEADLINE_MS, ensureConnected, redeemCommand, send } from "./redis.js";
+import { isRevoked, readState, revocationSubject, stateKeys } from "./revocation.js";
+import { decodeRecord, isWellFormed, ticketDigest } from "./tickets.js";
+
+export const DEFAULT_KEY_PREFIX = "ticketd:";
+
+function checkAudience(audience) {
+  if (typeof audience !== "string" || audience === "") {
+    throw new TypeError("createVerifier needs the audience this server expects (a non-empty string)");
+  }
+}
+
+/**
+ * @param {object} options
+ *   `{ redis, keyPrefix?, audience, deadlineMs?, checkRevocation?, clock?, logger? }` or
+ *   `{ redeemUrl, serviceKey, audience, deadlineMs?, logger? }`
+ */
+export function createVerifier(options) {
+  if (options === null || typeof options !== "object") throw new TypeError("createVerifier(options)");
+  checkAudience(options.audience);
+  if (options.redeemUrl !== undefined) return new HttpVerifier(options);
+  if (options.redis !== undefined) return new RedisVerifier(options);
+  throw new TypeError("createVerifier needs `redis` (a node-redis client or URL) or `redeemUrl`");
+}
+
+class BaseVerifier {
+  constructor({
+    audience,
+    deadlineMs = DEFAULT_DEADLINE_MS,
+    leeway = DEFAULT_LEEWAY,
+    clock = () => Date.now() / 1000,
+    logger,
+  }) {
+    if (!(Number.isFinite(deadlineMs) && deadlineMs > 0)) throw new TypeError("deadlineMs must be > 0");
+    if (!(Number.isFinite(leeway) && leeway >= 0)) throw new TypeError("leeway must not be negative");
+    this.audience = audience;
+    this.leeway = leeway;
+    this.deadlineMs = deadlineMs;
+    this.clock = clock;
+    this.logger = resolveLogger(logger);
+  }
+
+  /** Step 1: the format check; returns the digest (its first 8 characters are the log id). */
+  _check(ticket) {
+    if (!isWellFormed(ticket)) {
+      this.logger.info("ticket rejected reason=malformed");
+      throw new TicketRejected("malformed");
+    }
+    return ticketDigest(ticket);
+  }
+
+  _rejected(error) {
+    if (error instanceof TicketRejected) {
+      const detail = error.detail ? ` detail=${error.detail}` : "";
+      this.logger.info(`ticket rejected reason=${error.reason}${detail} ticket=${error.ticketHash ?? "-"}`);
+    } else if (error instanceof StoreUnavailable) {
+      this.logger.warn(`ticket store unavailable during redeem: ${error.message}`);
+    }
+    return error;
+  }
+}
+
+class RedisVerifier extends BaseVerifier {
+  constructor(options) {
+    super(options);
+    const { redis, keyPrefix = DEFAULT_KEY_PREFIX, checkRevocation = true, connectTimeoutMs } = options;
+    this.keyPrefix = keyPrefix;
+    this.checkRevocation = checkRevocation;
+    this.ownsClient = typeof redis === "string";
+    this.redis = this.ownsClient ? clientFromUrl(redis, { connectTimeoutMs, logger: this.logger }) : redis;
+    if (this.redis === null || typeof this.redis.sendCommand !== "function") {
+      throw new TypeError("`redis` must be a node-redis client or a redis:// URL");
+    }
+    if (this.ownsClient) ensureConnected(this.redis);
+  }
+
+  /**
+   * Consume `ticket` and return its claims if the connection matches them.
+   * `onClaims(claims)` runs after the binding checks and before the revocation
+   * read (ticketUpgrade registers the connection there, so no event is missed).
+   */
+  async redeem(ticket, { origin = null, clientIp = null, onClaims } = {}) {
+    const digest = this._check(ticket);
+    const ticketHash = digest.slice(0, 8);
+    try {
+      const raw = await send(this.redis, redeemCommand(this.keyPrefix + digest), {
+        deadlineMs: this.deadlineMs,
+        operation: "redeem",
+      });
+      const claims = this._decide(raw, { ticketHash, origin, clientIp });
+      onClaims?.(claims);
+      if (this.checkRevocation) await this._revocationCheck(claims, ticketHash);
+      return claims;
+    } catch (error) {
+      throw this._rejected(error);
+    }
+  }
+
+  _decide(raw, { ticketHash, origin, clientIp }) {
+    if (raw === null || raw === undefined) throw new TicketRejected("invalid", { ticketHash });
+    let claims;
+    try {
+      claims = decodeRecord(raw);
+    } catch {
+      this.logger.error(`ticket record unreadable ticket=${ticketHash}`);
+      throw new TicketRejected("invalid", { ticketHash, detail: "unreadable_record" });
+    }
+    return checkBinding(claims, {
+      origin,
+      audience: this.audience,
+      clientIp,
+      now: this.clock(),
+      leeway: this.leeway,
+      ticketHash,
+    });
+  }
+
+  async _revocationCheck(claims, ticketHash) {
+    const who = revocationSubject(claims);
+    if (await this.revoked(who)) throw new TicketRejected("revoked", { ticketHash });
+  }
+
+  /** Whether the revocation state in Redis revokes `who` (one MGET on one hash tag). */
+  async revoked(who) {
+    const replies = await send(this.redis, ["MGET", ...stateKeys(this.keyPrefix, who)], {
+      deadlineMs: this.deadlineMs,
+      operation: "revocation check",
+    });
+    return isRevoked(who, readState(who, replies));
+  }
+
+  async close() {
+    if (this.ownsClient) await closeClient(this.redis);
+  }
+}
+
+const FROM_SNAKE = {
+  subject: "subject",
+  origin: "origin",
+  audience: "audience",
+  issued_at: "issuedAt",
+  expires_at: "expiresAt",
+  client_ip: "clientIp",
+  session: "session",
+  auth_at: "authAt",
+  session_expires_at: "sessionExpiresAt",
+  extra: "extra",
+};
+
+/** The claims of the redeem endpoint's 200 body, in this package's spelling. */
+export function claimsFromResponse(body) {
+  if (body === null || typeof body !== "object" || typeof body.origin !== "string") {
+    throw new StoreUnavailable("redeem endpoint answered an unreadable body");
+  }
+  const claims = { session: null, authAt: null, sessionExpiresAt: null, clientIp: null, extra: {} };
+  for (const [snake, camel] of Object.entries(FROM_SNAKE)) if (body[snake] !== undefined) claims[camel] = body[snake];
+  claims.version = claims.session === null && claims.authAt === null ? 1 : 2;
+  return claims;
+}
+
+class HttpVerifier extends BaseVerifier {
+  constructor(options) {
+    super(options);
+    const { redeemUrl, serviceKey } = options;
+    if (typeof serviceKey !== "string" || serviceKey === "") {
+      throw new TypeError("createVerifier({ redeemUrl }) needs the service key");
+    }
+    this.redeemUrl = new URL(redeemUrl).href;
+    this.serviceKey = serviceKey;
+    this.fetch = options.fetch ?? globalThis.fetch;
+  }
+
+  async redeem(ticket, { origin = null, clientIp = null, onClaims } = {}) {
+    const ticketHash = this._check(ticket).slice(0, 8);
+    try {
+      const claims = await this._post({ ticket, origin, audience: this.audience, client_ip: clientIp }, ticketHash);
+      onClaims?.(claims);
+      return claims;
+    } catch (error) {
+      throw this._rejected(
+        error instanceof TicketdError ? error : new StoreUnavailable("redeem failed", { cause: error }),
+      );
+    }
+  }
+
+  async _post(payload, ticketHash) {
+    let response;
+    let body;
+    try {
+      response = await this.fetch(this.redeemUrl, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${this.serviceKey}`, "Content-Type": "application/json" },
+        body: JSON.stringify(payload),
+        signal: AbortSignal.timeout(this.deadlineMs),
+        redirect: "error",
+      });
+      body = await response.json();
+    } catch (error) {
+      throw new StoreUnavailable(`redeem endpoint failed: ${error?.name ?? "Error"}`, { cause: error });
+    }
+    if (response.status === 200) return claimsFromResponse(body);
+    const code = body?.code;
+    if (Object.hasOwn(REJECTION_STATUS, code) && response.status === REJECTION_STATUS[code]) {
+      throw new TicketRejected(code, { ticketHash });
+    }
+    // store_unavailable, and every configuration error (invalid_service_key,
+    // redeem_disabled, invalid_body): no 101 without an answer, fail closed.
+    const level = code === "store_unavailable" ? "warn" : "error";
+    this.logger[level](
+      `redeem endpoint refused: status=${response.status} code=${typeof code === "string" ? code : "-"}`,
+    );
+    throw new StoreUnavailable(`redeem endpoint answered ${response.status}`);
+  }
+
+  async close() {}
+}
