@@ -199,6 +199,18 @@ def test_other_methods_are_405(http: httpx.Client, redis_sync: redis.Redis, meth
             400,
             "invalid_body",
         ),
+        # Whitespace is not an empty body: JSON needs a value (schemathesis found \r\n minting).
+        (
+            {"content": b"\r\n", "headers": {"Content-Type": "application/json"}},
+            400,
+            "invalid_body",
+        ),
+        ({"content": b" ", "headers": {"Content-Type": "application/json"}}, 400, "invalid_body"),
+        (
+            {"content": b"\n", "headers": {"Content-Type": "text/plain"}},
+            415,
+            "unsupported_media_type",
+        ),
         ({"json": {"audience": "chat", "admin": True}}, 400, "invalid_body"),
         ({"json": {"audience": 7}}, 400, "invalid_body"),
         ({"json": ["chat"]}, 400, "invalid_body"),

@@ -88,7 +88,7 @@ async def _mint(service: Service, request: Request) -> Response:
         return refuse(service.metrics, "body_too_large", rid, where="mint", headers=cors)
     audience = service.settings.audiences[0]
     extra: dict[str, Any] = {}
-    if body.strip():
+    if body:
         if not is_json(request):
             return refuse(
                 service.metrics, "unsupported_media_type", rid, where="mint", headers=cors
