@@ -160,7 +160,9 @@ EXPECTED: dict[str, set[str]] = {
         "BUCKET_MS", "LIMIT_SCRIPT", "Counter", "Limited", "MintLimits", "Rate",
     },
     "ticketd.service.edge": {"RequestGuard", "is_canonical_path"},
-    "ticketd.service.redeem": {"PROBLEM_CODES", "bearer_credential", "redeem"},
+    "ticketd.service.redeem": {
+        "PROBLEM_CODES", "bearer_credential", "redeem", "service_request_body",
+    },
     "ticketd.service.revocations": {"PROBLEM_CODES", "is_session_revoked", "revoke"},
     "ticketd.service.redis_url": {"redis_url_problem"},
     "ticketd.service.requests": {

@@ -24,7 +24,7 @@ from .requests import is_json, read_body, refuse, request_id
 from .runtime import Service
 from .schemas import RedeemRequest
 
-__all__ = ["PROBLEM_CODES", "bearer_credential", "redeem"]
+__all__ = ["PROBLEM_CODES", "bearer_credential", "redeem", "service_request_body"]
 
 PROBLEM_CODES = (
     "invalid_service_key",
@@ -77,6 +77,36 @@ def bearer_credential(values: list[str]) -> str | None:
     return match["credential"]
 
 
+async def service_request_body(
+    service: Service, request: Request, rid: str, *, where: str, disabled: str
+) -> bytes | Response:
+    """What every service-key endpoint checks first, in order: the endpoint is on
+    (service keys configured, else ``disabled``), exactly one bearer credential, a
+    known key, the body's size and JSON media type. The body, or the refusal."""
+    if not service.service_keys:
+        return refuse(service.metrics, disabled, rid, where=where)
+    try:
+        credential = bearer_credential(request.headers.getlist("authorization"))
+    except ValueError as exc:
+        return refuse(
+            service.metrics, "invalid_authorization", rid, where=where, detail=f"why={exc}"
+        )
+    if credential is None or not _service_key_ok(service, credential):
+        return refuse(
+            service.metrics,
+            "invalid_service_key",
+            rid,
+            where=where,
+            headers={"WWW-Authenticate": 'Bearer realm="ticketd"'},
+        )
+    body = await read_body(request)
+    if body is None:
+        return refuse(service.metrics, "body_too_large", rid, where=where)
+    if not is_json(request):
+        return refuse(service.metrics, "unsupported_media_type", rid, where=where)
+    return body
+
+
 def _service_key_ok(service: Service, candidate: str) -> bool:
     """A bearer key equal to one of the configured keys, each compared in constant time."""
     presented = candidate.encode()
@@ -108,27 +138,11 @@ async def redeem(service: Service, request: Request) -> Response:
 
 async def _redeem(service: Service, request: Request) -> Response:
     rid = request_id(request)
-    if not service.service_keys:
-        return refuse(service.metrics, "redeem_disabled", rid, where="redeem")
-    try:
-        credential = bearer_credential(request.headers.getlist("authorization"))
-    except ValueError as exc:
-        return refuse(
-            service.metrics, "invalid_authorization", rid, where="redeem", detail=f"why={exc}"
-        )
-    if credential is None or not _service_key_ok(service, credential):
-        return refuse(
-            service.metrics,
-            "invalid_service_key",
-            rid,
-            where="redeem",
-            headers={"WWW-Authenticate": 'Bearer realm="ticketd"'},
-        )
-    body = await read_body(request)
-    if body is None:
-        return refuse(service.metrics, "body_too_large", rid, where="redeem")
-    if not is_json(request):
-        return refuse(service.metrics, "unsupported_media_type", rid, where="redeem")
+    body = await service_request_body(
+        service, request, rid, where="redeem", disabled="redeem_disabled"
+    )
+    if isinstance(body, Response):
+        return body
     try:
         parsed = RedeemRequest.model_validate_json(body)
     except ValidationError:

@@ -20,8 +20,8 @@ from ..exceptions import StoreUnavailable
 from ..revocation import SessionRef, Target, session_hash, subject_id
 from ..revoker import check_revoked
 from ..tickets import Subject
-from .redeem import _service_key_ok, bearer_credential
-from .requests import is_json, read_body, refuse, request_id
+from .redeem import service_request_body
+from .requests import refuse, request_id
 from .runtime import Service
 from .schemas import RevocationRequest
 
@@ -43,27 +43,11 @@ PROBLEM_CODES = (
 async def revoke(service: Service, request: Request) -> Response:
     """Revoke and answer 202 with the kind and the time it took effect, or a problem."""
     rid = request_id(request)
-    if not service.service_keys:
-        return refuse(service.metrics, "revocations_disabled", rid, where="revoke")
-    try:
-        credential = bearer_credential(request.headers.getlist("authorization"))
-    except ValueError as exc:
-        return refuse(
-            service.metrics, "invalid_authorization", rid, where="revoke", detail=f"why={exc}"
-        )
-    if credential is None or not _service_key_ok(service, credential):
-        return refuse(
-            service.metrics,
-            "invalid_service_key",
-            rid,
-            where="revoke",
-            headers={"WWW-Authenticate": 'Bearer realm="ticketd"'},
-        )
-    body = await read_body(request)
-    if body is None:
-        return refuse(service.metrics, "body_too_large", rid, where="revoke")
-    if not is_json(request):
-        return refuse(service.metrics, "unsupported_media_type", rid, where="revoke")
+    body = await service_request_body(
+        service, request, rid, where="revoke", disabled="revocations_disabled"
+    )
+    if isinstance(body, Response):
+        return body
     try:
         parsed = RevocationRequest.model_validate_json(body)
         revocation = await service.revoker.revoke(
