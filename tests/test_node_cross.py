@@ -80,11 +80,12 @@ def status_of(
 
 @pytest.mark.parametrize("redeem_via", ["redis", "http"])
 def test_tickets_minted_by_ticketd_serve_open_node_sockets(
-    mint_service: str, redis_server: RedisServer, redeem_via: str
+    mint_service: str, redis_server: RedisServer, redis_url: str, redeem_via: str
 ) -> None:
+    # redis_url flushes the shared server first: the key count asserted below is this test's.
     env = {"AUDIENCE": "chat"}
     if redeem_via == "redis":
-        env["TICKETD_REDIS_URL"] = redis_server.url
+        env["TICKETD_REDIS_URL"] = redis_url
     else:
         env |= {
             "TICKETD_REDEEM_URL": f"{mint_service}/v1/tickets/redeem",
