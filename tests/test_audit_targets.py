@@ -21,17 +21,16 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from tests.support.processes import wait_until_answering
 from tests.support.redisproc import free_port
 from tests.support.servers import serve_app
 from tests.support.service_support import (
@@ -205,16 +204,11 @@ def ticketd_serve(redis_url: str) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "ticketd serve did not become ready"
-            time.sleep(0.1)
+        wait_until_answering(
+            process,
+            f"{base}/readyz",
+            diagnostics=lambda: process.stderr.read().decode() if process.stderr else "",
+        )
         yield base
     finally:
         process.terminate()

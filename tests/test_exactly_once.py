@@ -22,6 +22,7 @@ from multiprocessing.queues import Queue
 import httpx
 import pytest
 
+from tests.support.processes import wait_until_answering
 from tests.support.redisproc import RedisServer, free_port
 from tests.support.service_support import APP_ORIGIN, SECRET, cookie_for
 
@@ -82,17 +83,8 @@ def services(redis_url: str) -> Iterator[list[str]]:
     ]
     bases = [f"http://127.0.0.1:{port}" for port in ports]
     try:
-        deadline = time.monotonic() + 30
         for base, proc in zip(bases, procs, strict=True):
-            while True:
-                assert proc.poll() is None, "ticketd serve exited"
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "ticketd serve did not become ready"
-                time.sleep(0.1)
+            wait_until_answering(proc, f"{base}/readyz")
         yield bases
     finally:
         for proc in procs:

@@ -34,6 +34,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.processes import wait_until_answering
 from tests.support.redisproc import RedisServer, free_port
 from tests.support.service_support import APP_ORIGIN, SECRET, SERVICE_KEY, cookie_for
 
@@ -254,16 +255,7 @@ def ticketd_serve(redis_url: str, **settings: str) -> Iterator[Service]:
         )
     service = Service(f"http://127.0.0.1:{port}", port, process, log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{service.base}/livez", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"ticketd serve did not start:\n{service.logs()}")
-            time.sleep(0.1)
+        wait_until_answering(process, f"{service.base}/livez", diagnostics=service.logs)
         yield service
     finally:
         process.terminate()

@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.support.processes import wait_until_answering
 from tests.support.redisproc import free_port
 
 NODE_DIR = Path(__file__).resolve().parents[2] / "node"
@@ -134,16 +134,7 @@ def ticketd_serve(env: Mapping[str, str]) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, "ticketd serve exited"
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "ticketd serve did not become ready"
-            time.sleep(0.1)
+        wait_until_answering(proc, f"{base}/readyz")
         yield base
     finally:
         proc.terminate()

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,7 @@ import pytest
 
 from tests.support.redisproc import free_port
 
-__all__ = ["environment", "free_port", "ticketd", "wait_until_live"]
+__all__ = ["environment", "free_port", "ticketd", "wait_until_answering", "wait_until_live"]
 
 
 def environment(**values: str) -> dict[str, str]:
@@ -55,3 +56,26 @@ def wait_until_live(
             pass
         time.sleep(0.1)
     pytest.fail(f"ticketd did not come up within 20 s: {stderr.read_text()}")
+
+
+def wait_until_answering(
+    process: subprocess.Popen[bytes],
+    url: str,
+    *,
+    timeout: float = 30,
+    diagnostics: Callable[[], str] = lambda: "",
+) -> None:
+    """Poll ``url`` (a ``/readyz`` or ``/livez``) until it answers 200; fail the test if
+    ``process`` exits first or ``timeout`` seconds pass (``diagnostics()`` says why)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"ticketd serve exited with {process.returncode}: {diagnostics()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"ticketd serve did not answer {url} within {timeout} s: {diagnostics()}")
+        time.sleep(0.1)
