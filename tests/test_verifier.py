@@ -305,17 +305,23 @@ async def test_wait_replicas(verifier_kind: Kind) -> None:
     fail closed (503, never ``invalid``) once it is gone."""
     verifier_class = TicketVerifier if verifier_kind == "async" else BlockingTicketVerifier
     with redis_replicated() as (master, replica):
-        # A generous deadline: the success path must not fail closed on a busy CI box.
-        verifier = AnyVerifier(verifier_class.from_url(master.url, wait_replicas=1, deadline=5.0))
+        # A generous deadline *and* socket timeout: WAIT's own timeout is half the smaller
+        # of the two, and with the default socket timeout (0.5 s) a busy CI box missed the
+        # replica's acknowledgement (WAIT returned 0 after 250 ms on the success path).
+        verifier = AnyVerifier(
+            verifier_class.from_url(master.url, wait_replicas=1, deadline=8.0, socket_timeout=4.0)
+        )
         issuer = TicketIssuer.from_url(master.url)
-        issued = await issuer.mint("u", origin=ORIGIN, audience="chat")
-        assert (await verifier.redeem(issued.ticket, origin=ORIGIN)).subject == "u"
-        replica.stop()
-        issued = await issuer.mint("u", origin=ORIGIN, audience="chat")
-        with pytest.raises(StoreUnavailable, match="acknowledged"):
-            await verifier.redeem(issued.ticket, origin=ORIGIN)
-        await verifier.close()
-        await issuer.store.aclose()
+        try:
+            issued = await issuer.mint("u", origin=ORIGIN, audience="chat")
+            assert (await verifier.redeem(issued.ticket, origin=ORIGIN)).subject == "u"
+            replica.stop()
+            issued = await issuer.mint("u", origin=ORIGIN, audience="chat")
+            with pytest.raises(StoreUnavailable, match="acknowledged"):
+                await verifier.redeem(issued.ticket, origin=ORIGIN)
+        finally:
+            await verifier.close()
+            await issuer.store.aclose()
 
 
 # -- minting -------------------------------------------------------------------------------
