@@ -59,7 +59,10 @@ EXPECTED: dict[str, set[str]] = {
     "ticketd.batching": {"Command", "CommandBatcher"},
     "ticketd.roundtrip": {"RoundTrip", "Script", "send_with_scripts"},
     "ticketd.binding": {"canonical_ip", "check_binding"},
-    "ticketd.connection": {"RedisOptions", "async_client", "sync_client"},
+    "ticketd.connection": {
+        "RedisOptions", "async_client", "client_address", "client_kwargs",
+        "client_socket_timeout", "sync_client",
+    },
     "ticketd.demo": {"AUDIENCE", "FOREIGN_ORIGIN", "build_demo", "demo_origins", "main", "run"},
     "ticketd.exceptions": {
         "Detail", "InvalidOrigin", "InvalidSubject", "REJECTION_STATUS", "Reason",
@@ -114,8 +117,11 @@ EXPECTED: dict[str, set[str]] = {
         "validate_subject",
     },
     "ticketd.liveness": {
-        "BlockingRevocationWatch", "CLOSE_TIMEOUT", "Closer", "LiveConnection", "LiveConnections",
-        "REVOKED_CLOSE_CODE", "RevocationWatch", "STALE_CLOSE_CODE", "WatchObserver", "WatchStats",
+        "BlockingRevocationWatch", "RevocationWatch", "WatchObserver", "WatchStats",
+    },
+    "ticketd.registry": {
+        "CLOSE_TIMEOUT", "Closer", "LiveConnection", "LiveConnections", "REVOKED_CLOSE_CODE",
+        "STALE_CLOSE_CODE",
     },
     "ticketd.origins": {
         "DEFAULT_PORTS", "MAX_ORIGIN_LENGTH", "OriginAllowlist", "OriginPattern",

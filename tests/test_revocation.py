@@ -14,7 +14,8 @@ import redis.asyncio
 
 from tests.support.redisproc import free_port
 from ticketd import Claims, Reason, TicketRejected
-from ticketd.liveness import LiveConnection, RevocationWatch
+from ticketd.liveness import RevocationWatch
+from ticketd.registry import LiveConnection
 from ticketd.revocation import (
     Revocation,
     RevocationState,

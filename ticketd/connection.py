@@ -32,7 +32,14 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["RedisOptions", "async_client", "sync_client"]
+__all__ = [
+    "RedisOptions",
+    "async_client",
+    "client_address",
+    "client_kwargs",
+    "client_socket_timeout",
+    "sync_client",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,3 +204,37 @@ def _credentials(url: str) -> dict[str, Any]:
     if db.isdigit():
         out["db"] = int(db)
     return out
+
+
+def client_kwargs(client: object) -> dict[str, Any] | None:
+    """A redis-py client's connection keyword arguments (``None`` for fakeredis and doubles)."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or getattr(client, "connection_kwargs", None)
+    if kwargs is None and callable(getattr(client, "get_connection_kwargs", None)):
+        kwargs = client.getclient_kwargs()  # type: ignore[attr-defined]  # sync RedisCluster
+    if type(client).__module__.startswith("fakeredis"):
+        return None
+    return kwargs if isinstance(kwargs, dict) else None
+
+
+def client_address(client: object) -> str | None:
+    """``host:port`` (or the socket path) the client talks to, for error messages."""
+    kwargs = client_kwargs(client)
+    if kwargs is None:
+        return None
+    if kwargs.get("path"):
+        return str(kwargs["path"])
+    if "host" in kwargs:
+        return f"{kwargs['host']}:{kwargs.get('port', 6379)}"
+    return None
+
+
+def client_socket_timeout(client: object) -> float:
+    """The client's socket (read) timeout in seconds, or infinity if it has none we can see.
+
+    ``redis.asyncio.Redis`` (standalone and Sentinel) keeps it in its connection
+    pool's ``connection_kwargs``; ``RedisCluster`` in its own ``connection_kwargs``.
+    """
+    kwargs = client_kwargs(client)
+    timeout = kwargs.get("socket_timeout") if kwargs is not None else None
+    return float(timeout) if isinstance(timeout, int | float) and timeout > 0 else float("inf")

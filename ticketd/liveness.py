@@ -2,8 +2,8 @@
 
 One :class:`RevocationWatch` per WebSocket process. It holds
 
-- :class:`LiveConnections`, every open (or opening) connection of this process by
-  subject, session and connection id;
+- :class:`~ticketd.registry.LiveConnections`, every open (or opening) connection
+  of this process by subject, session and connection id;
 - the **feed**: ``XREAD BLOCK`` on the revocation stream from the last id seen
   (resumed after a dropped connection; a trimmed stream, where entries after that
   id may be gone, triggers a **resync**: every live connection is re-checked
@@ -23,7 +23,7 @@ and carried out on attach.
 
 The close itself belongs to the adapter (:mod:`ticketd.integrations._live`):
 4403 for a revocation, then the transport is aborted if the closing handshake
-has not finished within :data:`CLOSE_TIMEOUT`.
+has not finished within :data:`~ticketd.registry.CLOSE_TIMEOUT`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import secrets
 import threading
 import time
 from collections import deque
@@ -42,20 +41,16 @@ from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
+from .connection import client_socket_timeout
 from .exceptions import Reason, StoreUnavailable, TicketRejected
 from .issuer import DEFAULT_KEY_PREFIX
-from .revocation import Revocation, Target, decode_event, matches, stream_key, target_of
+from .registry import REVOKED_CLOSE_CODE, STALE_CLOSE_CODE, LiveConnection, LiveConnections
+from .revocation import Revocation, decode_event, stream_key
 from .revoker import check_revoked
 from .tickets import Claims
 
 __all__ = [
-    "CLOSE_TIMEOUT",
-    "REVOKED_CLOSE_CODE",
-    "STALE_CLOSE_CODE",
     "BlockingRevocationWatch",
-    "Closer",
-    "LiveConnection",
-    "LiveConnections",
     "RevocationWatch",
     "WatchObserver",
     "WatchStats",
@@ -63,102 +58,9 @@ __all__ = [
 
 _logger = logging.getLogger("ticketd.revocation")
 
-REVOKED_CLOSE_CODE = 4403
-STALE_CLOSE_CODE = 1012
-CLOSE_TIMEOUT = 1.0
-"""Seconds the closing handshake may take before the transport is aborted."""
-
-Closer = Callable[[int, str], None]
-"""Schedules a close with ``(code, reason)``: must not block, may be called from any thread."""
-
 _FEED_ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 _READ_COUNT = 500
 _SWEEP_CONCURRENCY = 32
-
-
-class LiveConnection:
-    """One registered connection. ``id`` is what ``revoke(connection=...)`` takes."""
-
-    __slots__ = ("_closer", "_gone", "_lock", "_pending", "claims", "closing", "id", "target")
-
-    def __init__(self, claims: Claims, connection_id: str) -> None:
-        self.id = connection_id
-        self.claims = claims
-        self.target: Target = target_of(claims, connection_id)
-        self.closing: str | None = None
-        """Why a close was requested (``"revoked"``, ``"stale"``), or ``None``."""
-        self._closer: Closer | None = None
-        self._gone: Callable[[], bool] | None = None
-        self._pending: tuple[int, str] | None = None
-        self._lock = threading.Lock()
-
-    def attach(self, closer: Closer, gone: Callable[[], bool] | None = None) -> None:
-        """Give the connection its closer (and a "has it ended" test); a close requested
-        before now is carried out at once."""
-        with self._lock:
-            self._closer, self._gone = closer, gone
-            pending, self._pending = self._pending, None
-        if pending is not None:
-            closer(*pending)
-
-    @property
-    def gone(self) -> bool:
-        return self._gone is not None and self._gone()
-
-    def close(self, code: int, reason: str) -> bool:
-        """Request a close; ``False`` if one was requested already."""
-        with self._lock:
-            if self.closing is not None:
-                return False
-            self.closing = reason
-            closer = self._closer
-            if closer is None:
-                self._pending = (code, reason)
-        if closer is not None:
-            closer(code, reason)
-        return True
-
-
-class LiveConnections:
-    """The registry: live connections of this process by subject hash (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_subject: dict[str, set[LiveConnection]] = {}
-
-    def add(self, claims: Claims) -> LiveConnection:
-        entry = LiveConnection(claims, secrets.token_urlsafe(12))
-        with self._lock:
-            self._by_subject.setdefault(entry.target.subject, set()).add(entry)
-        return entry
-
-    def discard(self, entry: LiveConnection) -> None:
-        with self._lock:
-            peers = self._by_subject.get(entry.target.subject)
-            if peers is not None:
-                peers.discard(entry)
-                if not peers:
-                    del self._by_subject[entry.target.subject]
-
-    def matching(self, revocation: Revocation) -> list[LiveConnection]:
-        with self._lock:
-            peers = list(self._by_subject.get(revocation.subject, ()))
-        return [e for e in peers if not e.gone and matches(revocation, e.target)]
-
-    def snapshot(self) -> list[LiveConnection]:
-        with self._lock:
-            return [e for peers in self._by_subject.values() for e in peers]
-
-    def prune(self) -> int:
-        """Forget connections whose adapter says they have ended; returns how many."""
-        gone = [e for e in self.snapshot() if e.gone]
-        for entry in gone:
-            self.discard(entry)
-        return len(gone)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return sum(len(peers) for peers in self._by_subject.values())
 
 
 class WatchObserver:
@@ -202,13 +104,6 @@ def _stream_id(value: object) -> tuple[int, int]:
     text = value.decode() if isinstance(value, bytes) else str(value)
     ms, _, seq = text.partition("-")
     return int(ms), int(seq or 0)
-
-
-def _socket_timeout(client: object) -> float:
-    pool = getattr(client, "connection_pool", None)
-    kwargs = getattr(pool, "connection_kwargs", None) or getattr(client, "connection_kwargs", None)
-    timeout = kwargs.get("socket_timeout") if isinstance(kwargs, dict) else None
-    return float(timeout) if isinstance(timeout, int | float) and timeout > 0 else float("inf")
 
 
 class RevocationWatch:
@@ -259,7 +154,7 @@ class RevocationWatch:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stale_closed = False
         self._stopping = False
-        self._block_ms = int(max(10.0, min(1000.0, _socket_timeout(self.feed_client) * 500)))
+        self._block_ms = int(max(10.0, min(1000.0, client_socket_timeout(self.feed_client) * 500)))
 
     # -- life cycle ----------------------------------------------------------------
 

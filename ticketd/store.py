@@ -30,7 +30,14 @@ from typing import Any, Protocol, Self, TypedDict, Unpack
 from redis.exceptions import RedisClusterException, RedisError
 
 from .batching import Command, CommandBatcher
-from .connection import RedisOptions, async_client, sync_client
+from .connection import (
+    RedisOptions,
+    async_client,
+    client_address,
+    client_kwargs,
+    client_socket_timeout,
+    sync_client,
+)
 from .exceptions import StoreOperation, StoreUnavailable
 
 __all__ = [
@@ -179,7 +186,7 @@ class TicketStore:
         except _STORE_ERRORS as exc:
             self._forget_later(key, ttl_ms)
             raise StoreUnavailable.from_error(
-                StoreOperation.MINT, exc, where=_address(self.client)
+                StoreOperation.MINT, exc, where=client_address(self.client)
             ) from exc
         _check_stored(stored)
         return replies
@@ -258,7 +265,7 @@ class TicketStore:
                     value = await self.client.getdel(key)
         except _STORE_ERRORS as exc:
             raise StoreUnavailable.from_error(
-                StoreOperation.REDEEM, exc, where=_address(self.client)
+                StoreOperation.REDEEM, exc, where=client_address(self.client)
             ) from exc
         return _as_bytes(value)
 
@@ -269,7 +276,7 @@ class TicketStore:
                 await self.client.ping()
         except _STORE_ERRORS as exc:
             raise StoreUnavailable.from_error(
-                StoreOperation.PING, exc, where=_address(self.client)
+                StoreOperation.PING, exc, where=client_address(self.client)
             ) from exc
 
     async def aclose(self) -> None:
@@ -313,7 +320,7 @@ class BlockingTicketStore:
             stored = self.client.set(key, record, px=ttl_ms, nx=True)
         except _BLOCKING_STORE_ERRORS as exc:
             raise StoreUnavailable.from_error(
-                StoreOperation.MINT, exc, where=_address(self.client)
+                StoreOperation.MINT, exc, where=client_address(self.client)
             ) from exc
         _check_stored(stored)
 
@@ -326,7 +333,7 @@ class BlockingTicketStore:
             value = self.client.getdel(key)
         except _BLOCKING_STORE_ERRORS as exc:
             raise StoreUnavailable.from_error(
-                StoreOperation.REDEEM, exc, where=_address(self.client)
+                StoreOperation.REDEEM, exc, where=client_address(self.client)
             ) from exc
         return _as_bytes(value)
 
@@ -336,7 +343,7 @@ class BlockingTicketStore:
             self.client.ping()
         except _BLOCKING_STORE_ERRORS as exc:
             raise StoreUnavailable.from_error(
-                StoreOperation.PING, exc, where=_address(self.client)
+                StoreOperation.PING, exc, where=client_address(self.client)
             ) from exc
 
     def close(self) -> None:
@@ -367,7 +374,7 @@ def _replicated_take(client: Any, key: str, wait_replicas: int, deadline: float)
       client's retry would then re-send the whole pipeline (a second GETDEL
       finds nothing), turning "not acknowledged" into "invalid ticket".
     """
-    timeout_ms = max(1, int(min(deadline, _socket_timeout(client)) * 1000) // 2)
+    timeout_ms = max(1, int(min(deadline, client_socket_timeout(client)) * 1000) // 2)
     pipe = client.pipeline(transaction=False)
     pipe.getdel(key)
     node_from_key = getattr(client, "get_node_from_key", None)
@@ -391,7 +398,7 @@ def _acknowledged(replies: Sequence[Any], wait_replicas: int) -> bytes | None:
 
 def _check_timeouts(client: object, deadline: float) -> None:
     """Refuse a redis-py client that could block a thread longer than ``deadline``."""
-    kwargs = _connection_kwargs(client)
+    kwargs = client_kwargs(client)
     if kwargs is None:
         return  # not a redis-py client (fakeredis has no sockets, a test double none either)
     for name in ("socket_connect_timeout", "socket_timeout"):
@@ -402,39 +409,6 @@ def _check_timeouts(client: object, deadline: float) -> None:
                 f"({deadline:g} s): a blocking call cannot be cut short; "
                 "use BlockingTicketStore.from_url or ticketd.connection.sync_client"
             )
-
-
-def _connection_kwargs(client: object) -> dict[str, Any] | None:
-    pool = getattr(client, "connection_pool", None)
-    kwargs = getattr(pool, "connection_kwargs", None) or getattr(client, "connection_kwargs", None)
-    if kwargs is None and callable(getattr(client, "get_connection_kwargs", None)):
-        kwargs = client.get_connection_kwargs()  # type: ignore[attr-defined]  # sync RedisCluster
-    if type(client).__module__.startswith("fakeredis"):
-        return None
-    return kwargs if isinstance(kwargs, dict) else None
-
-
-def _address(client: object) -> str | None:
-    """``host:port`` (or the socket path) the client talks to, for error messages."""
-    kwargs = _connection_kwargs(client)
-    if kwargs is None:
-        return None
-    if kwargs.get("path"):
-        return str(kwargs["path"])
-    if "host" in kwargs:
-        return f"{kwargs['host']}:{kwargs.get('port', 6379)}"
-    return None
-
-
-def _socket_timeout(client: object) -> float:
-    """The client's socket (read) timeout in seconds, or infinity if it has none we can see.
-
-    ``redis.asyncio.Redis`` (standalone and Sentinel) keeps it in its connection
-    pool's ``connection_kwargs``; ``RedisCluster`` in its own ``connection_kwargs``.
-    """
-    kwargs = _connection_kwargs(client)
-    timeout = kwargs.get("socket_timeout") if kwargs is not None else None
-    return float(timeout) if isinstance(timeout, int | float) and timeout > 0 else float("inf")
 
 
 def _as_bytes(value: object) -> bytes | None:

@@ -5,7 +5,7 @@ ticket was good, register the connection with the
 :class:`~ticketd.liveness.RevocationWatch` and check the revocation state (in that
 order): a revoked ticket becomes ``Denied(403, revoked)``, a store failure 503.
 The adapter then attaches a closer, which closes with the requested code (4403
-for a revocation) and gives the closing handshake :data:`~ticketd.liveness.CLOSE_TIMEOUT`
+for a revocation) and gives the closing handshake :data:`~ticketd.registry.CLOSE_TIMEOUT`
 before aborting the transport (websockets, aiohttp) or ending the application
 (ASGI, where the server owns the transport and its own close timeout).
 
@@ -25,7 +25,8 @@ from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 
 from ..exceptions import REJECTION_STATUS, StoreUnavailable, TicketRejected
-from ..liveness import CLOSE_TIMEOUT, BlockingRevocationWatch, LiveConnection, RevocationWatch
+from ..liveness import BlockingRevocationWatch, RevocationWatch
+from ..registry import CLOSE_TIMEOUT, LiveConnection
 from ._common import UNAVAILABLE_STATUS, Admitted, Denied
 
 __all__ = [
@@ -43,9 +44,9 @@ __all__ = [
 _logger = logging.getLogger("ticketd.integrations")
 
 LIVE_ATTRIBUTE = "ticketd_connection"
-"""websockets: ``connection.ticketd_connection``, the :class:`~ticketd.liveness.LiveConnection`."""
+"""websockets: ``connection.ticketd_connection``, the :class:`~ticketd.registry.LiveConnection`."""
 LIVE_KEY = "ticketd.connection"
-"""ASGI: ``scope["ticketd.connection"]``, the :class:`~ticketd.liveness.LiveConnection`."""
+"""ASGI: ``scope["ticketd.connection"]``, the :class:`~ticketd.registry.LiveConnection`."""
 
 _OPEN_WAIT = 2.0
 """Seconds a close requested during the handshake waits for the socket to open."""
@@ -244,7 +245,7 @@ class AsgiLive:
     On close: ``websocket.close`` with the code is sent (after the app's accept,
     if it has not accepted yet), the app's ``receive()`` returns
     ``websocket.disconnect``, its later sends are dropped, and if it has not
-    returned within :data:`~ticketd.liveness.CLOSE_TIMEOUT` it is cancelled.
+    returned within :data:`~ticketd.registry.CLOSE_TIMEOUT` it is cancelled.
     """
 
     def __init__(

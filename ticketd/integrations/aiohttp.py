@@ -40,8 +40,9 @@ from typing import Any
 
 from ..handshake import SUBPROTOCOL
 from ..hosts import HostAllowlist
-from ..liveness import LiveConnection, RevocationWatch
+from ..liveness import RevocationWatch
 from ..redaction import install_redaction
+from ..registry import LiveConnection
 from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, admit
