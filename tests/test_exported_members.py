@@ -66,7 +66,7 @@ EXPECTED: dict[str, set[str]] = {
     "ticketd.demo": {"AUDIENCE", "FOREIGN_ORIGIN", "build_demo", "demo_origins", "main", "run"},
     "ticketd.exceptions": {
         "Detail", "InvalidOrigin", "InvalidSubject", "REJECTION_STATUS", "Reason",
-        "StoreOperation", "StoreUnavailable", "TicketError", "TicketRejected",
+        "SessionExpiring", "StoreOperation", "StoreUnavailable", "TicketError", "TicketRejected",
     },
     "ticketd.handshake": {
         "HeaderPairs", "PresentedTicket", "QUERY_PARAMETER", "SUBPROTOCOL",
@@ -112,16 +112,20 @@ EXPECTED: dict[str, set[str]] = {
     "ticketd.integrations.websockets_sync": {"claims_of", "select_subprotocol", "ticket_auth"},
     "ticketd.issuer": {
         "DEFAULT_KEY_PREFIX", "DEFAULT_TTL", "IssuedTicket", "MAX_AUDIENCE_LENGTH",
-        "MAX_EXTRA_BYTES", "MAX_SAFE_INTEGER", "MAX_SUBJECT_LENGTH", "MAX_TTL", "MIN_TTL",
-        "PreparedTicket", "TicketIssuer", "validate_audience", "validate_extra",
-        "validate_subject",
+        "MAX_EXTRA_BYTES", "MAX_SAFE_INTEGER", "MAX_SUBJECT_LENGTH", "MAX_TTL",
+        "MIN_SESSION_REMAINING", "MIN_TTL", "PreparedTicket", "TicketIssuer",
+        "validate_audience", "validate_extra", "validate_subject",
     },
     "ticketd.liveness": {
         "BlockingRevocationWatch", "RevocationWatch", "WatchObserver", "WatchStats",
     },
     "ticketd.registry": {
         "CLOSE_TIMEOUT", "Closer", "LiveConnection", "LiveConnections", "REVOKED_CLOSE_CODE",
-        "STALE_CLOSE_CODE",
+        "SESSION_ENDED_CLOSE_CODE", "STALE_CLOSE_CODE",
+    },
+    "ticketd.lifetime": {
+        "JITTER_FRACTION", "MAX_JITTER", "MAX_LIFETIME", "RECHECK_INTERVAL", "SESSION_EXPIRED",
+        "ConnectionLifetime", "Deadline", "Jitter", "LifetimeObserver", "deadline_of",
     },
     "ticketd.origins": {
         "DEFAULT_PORTS", "MAX_ORIGIN_LENGTH", "OriginAllowlist", "OriginPattern",
@@ -133,7 +137,9 @@ EXPECTED: dict[str, set[str]] = {
         "matches", "session_hash", "session_ref", "signed_at", "state_keys", "state_value",
         "stream_key", "subject_id", "target_of",
     },
-    "ticketd.revocation_metrics": {"PROPAGATION_BUCKETS", "PrometheusWatchObserver"},
+    "ticketd.revocation_metrics": {
+        "PROPAGATION_BUCKETS", "PrometheusLifetimeObserver", "PrometheusWatchObserver",
+    },
     "ticketd.revoker": {
         "BlockingRevoker", "DEFAULT_TTL", "Revoker", "check_revoked", "check_revoked_blocking",
     },

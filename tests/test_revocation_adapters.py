@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from fastapi import Depends, FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, WebSocket
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
@@ -25,13 +25,13 @@ from websockets.sync.server import serve as serve_sync
 from websockets.typing import Origin
 
 from tests.support.adapters import ORIGIN, PREFIX, TicketEnv, ticket_env
-from tests.support.apps import uvicorn_server
+from tests.support.apps import asgi_echo, uvicorn_server
 from tests.support.redisproc import free_port
 from ticketd import BlockingTicketVerifier, Claims
 from ticketd.integrations import websockets as ws_adapter
 from ticketd.integrations import websockets_sync
 from ticketd.integrations.aiohttp import accept_websocket
-from ticketd.integrations.asgi import TicketMiddleware, ticket_subprotocol
+from ticketd.integrations.asgi import TicketMiddleware
 from ticketd.integrations.channels import TicketAuthMiddlewareStack
 from ticketd.integrations.starlette import install, require_ticket
 from ticketd.liveness import BlockingRevocationWatch, RevocationWatch
@@ -40,15 +40,6 @@ from ticketd.revoker import Revoker
 pytestmark = pytest.mark.redis
 
 ServerFactory = Callable[[TicketEnv, Any], Any]
-
-
-async def asgi_echo(websocket: WebSocket) -> None:
-    await websocket.accept(subprotocol=ticket_subprotocol(websocket.scope))
-    try:
-        while True:
-            await websocket.send_text(await websocket.receive_text())
-    except WebSocketDisconnect:
-        pass
 
 
 @asynccontextmanager

@@ -7,6 +7,7 @@
      ├── StoreUnavailable       Redis failed or did not answer in time; ``.operation``, ``.cause``
      ├── InvalidOrigin          a string is not a serialised web origin (also a ``ValueError``)
      ├── InvalidSubject         a subject no backend reads the same (also a ``ValueError``)
+     ├── SessionExpiring        the session ends too soon to mint from; ``.remaining``
      └── SessionInvalid         (:mod:`ticketd.sessions`) the login cookie is refused; ``.reason``
 
     ConfigError                 (:mod:`ticketd.service.settings`) the service's settings are
@@ -44,6 +45,7 @@ __all__ = [
     "InvalidOrigin",
     "InvalidSubject",
     "Reason",
+    "SessionExpiring",
     "StoreOperation",
     "StoreUnavailable",
     "TicketError",
@@ -198,6 +200,17 @@ class InvalidOrigin(TicketError, ValueError):
 
     The message describes the problem without repeating the value.
     """
+
+
+class SessionExpiring(TicketError):
+    """The session a ticket would be minted from ends in less than the minimum lifetime
+    (:data:`~ticketd.issuer.MIN_SESSION_REMAINING`); ``remaining`` is the seconds it has
+    left. The HTTP service answers ``401 session_expiring``: the user must log in again.
+    """
+
+    def __init__(self, remaining: float) -> None:
+        super().__init__(f"session ends in {max(0.0, remaining):.1f}s")
+        self.remaining = remaining
 
 
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@]*@")

@@ -3,9 +3,12 @@
 :class:`LiveConnections` holds every open (or opening) connection by subject; each
 :class:`LiveConnection` carries its claims, its revocation :class:`~ticketd.revocation.Target`
 and the adapter's :data:`Closer`. What closes them — a revocation
-(:class:`~ticketd.liveness.RevocationWatch`), the end of the session — asks the
-entry to close; the entry carries the close out once, through the adapter's closer,
-or on attach if the adapter had not attached one yet. No I/O here.
+(:class:`~ticketd.liveness.RevocationWatch`), the end of the session
+(:class:`~ticketd.lifetime.ConnectionLifetime`) — asks the entry to close; the entry
+carries the close out once, through the adapter's closer, or on attach if the adapter
+had not attached one yet. When the connection ends the adapter calls
+:meth:`LiveConnection.end`, which runs what was registered with
+:meth:`LiveConnection.on_end` (forget it in the registry, cancel its timer). No I/O here.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from .tickets import Claims
 __all__ = [
     "CLOSE_TIMEOUT",
     "REVOKED_CLOSE_CODE",
+    "SESSION_ENDED_CLOSE_CODE",
     "STALE_CLOSE_CODE",
     "Closer",
     "LiveConnection",
@@ -27,6 +31,8 @@ __all__ = [
 ]
 
 REVOKED_CLOSE_CODE = 4403
+SESSION_ENDED_CLOSE_CODE = 4401
+"""The session (or the connection's maximum lifetime) ended: the client re-mints."""
 STALE_CLOSE_CODE = 1012
 CLOSE_TIMEOUT = 1.0
 """Seconds the closing handshake may take before the transport is aborted."""
@@ -38,18 +44,37 @@ Closer = Callable[[int, str], None]
 class LiveConnection:
     """One registered connection. ``id`` is what ``revoke(connection=...)`` takes."""
 
-    __slots__ = ("_closer", "_gone", "_lock", "_pending", "claims", "closing", "id", "target")
+    __slots__ = (
+        "_closer",
+        "_ended",
+        "_gone",
+        "_lock",
+        "_on_end",
+        "_pending",
+        "claims",
+        "closing",
+        "id",
+        "target",
+    )
 
     def __init__(self, claims: Claims, connection_id: str) -> None:
         self.id = connection_id
         self.claims = claims
         self.target: Target = target_of(claims, connection_id)
         self.closing: str | None = None
-        """Why a close was requested (``"revoked"``, ``"stale"``), or ``None``."""
+        """Why a close was requested (``"revoked"``, ``"stale"``, ``"session ended"``,
+        ``"max lifetime"``), or ``None``."""
         self._closer: Closer | None = None
         self._gone: Callable[[], bool] | None = None
         self._pending: tuple[int, str] | None = None
+        self._on_end: list[Callable[[], None]] = []
+        self._ended = False
         self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, claims: Claims) -> LiveConnection:
+        """A new connection with a fresh random id (not registered anywhere yet)."""
+        return cls(claims, secrets.token_urlsafe(12))
 
     def attach(self, closer: Closer, gone: Callable[[], bool] | None = None) -> None:
         """Give the connection its closer (and a "has it ended" test); a close requested
@@ -62,7 +87,24 @@ class LiveConnection:
 
     @property
     def gone(self) -> bool:
-        return self._gone is not None and self._gone()
+        return self._ended or (self._gone is not None and self._gone())
+
+    def on_end(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once when the connection ends (at once if it has ended)."""
+        with self._lock:
+            ended = self._ended
+            if not ended:
+                self._on_end.append(callback)
+        if ended:
+            callback()
+
+    def end(self) -> None:
+        """The adapter says the connection has ended: run the :meth:`on_end` callbacks once."""
+        with self._lock:
+            callbacks, self._on_end = self._on_end, []
+            self._ended = True
+        for callback in callbacks:
+            callback()
 
     def close(self, code: int, reason: str) -> bool:
         """Request a close; ``False`` if one was requested already."""
@@ -86,7 +128,7 @@ class LiveConnections:
         self._by_subject: dict[str, set[LiveConnection]] = {}
 
     def add(self, claims: Claims) -> LiveConnection:
-        entry = LiveConnection(claims, secrets.token_urlsafe(12))
+        entry = LiveConnection.of(claims)
         with self._lock:
             self._by_subject.setdefault(entry.target.subject, set()).add(entry)
         return entry

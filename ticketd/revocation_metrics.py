@@ -1,11 +1,16 @@
-"""Prometheus metrics for a WebSocket process's :class:`~ticketd.liveness.RevocationWatch`.
+"""Prometheus metrics for a WebSocket process's live connections.
 
-Needs ``prometheus-client`` (the ``server`` extra). Labels are bounded: ``cause``
-is one of ``push``, ``sweep``, ``resync``, ``stale``::
+:class:`PrometheusWatchObserver` counts what its :class:`~ticketd.liveness.RevocationWatch`
+closes, :class:`PrometheusLifetimeObserver` what a
+:class:`~ticketd.lifetime.ConnectionLifetime` closes. Needs ``prometheus-client`` (the
+``server`` extra). Labels are bounded: ``cause`` is one of ``push``, ``sweep``,
+``resync``, ``stale`` for revocations, ``session_expired`` or ``max_lifetime`` for
+lifetimes::
 
     from prometheus_client import CollectorRegistry
     registry = CollectorRegistry()
     watch = RevocationWatch(client, observer=PrometheusWatchObserver(registry))
+    lifetime = ConnectionLifetime(observer=PrometheusLifetimeObserver(registry))
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "ticketd.revocation_metrics needs prometheus-client: pip install 'ticketd[server]'"
     ) from exc
 
+from .lifetime import MAX_LIFETIME, SESSION_EXPIRED, LifetimeObserver
 from .liveness import WatchObserver
 
-__all__ = ["PROPAGATION_BUCKETS", "PrometheusWatchObserver"]
+__all__ = ["PROPAGATION_BUCKETS", "PrometheusLifetimeObserver", "PrometheusWatchObserver"]
 
 PROPAGATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -82,3 +88,21 @@ class PrometheusWatchObserver(WatchObserver):
     def swept(self, checked: int, closed: int) -> None:
         self._sweeps.inc()
         self._sweep_closed.inc(closed)
+
+
+class PrometheusLifetimeObserver(LifetimeObserver):
+    """Counts ``ticketd_connection_lifetime_closed_total{cause}`` into ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._closed = Counter(
+            "ticketd_connection_lifetime_closed",
+            "Live connections closed with 4401 at the end of their lifetime, by cause "
+            "(session_expired, max_lifetime).",
+            ["cause"],
+            registry=registry,
+        )
+        for cause in (SESSION_EXPIRED, MAX_LIFETIME):  # both series exist from the start
+            self._closed.labels(cause)
+
+    def closed(self, cause: str) -> None:
+        self._closed.labels(cause).inc()

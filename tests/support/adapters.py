@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 import redis.asyncio
 
 from ticketd import TicketIssuer, TicketStore, TicketVerifier
+from ticketd.revocation import SessionRef
 from ticketd.tickets import ticket_key
 
 ORIGIN = "https://app.example"
@@ -35,6 +37,23 @@ class TicketEnv:
 
     async def mint(self, subject: str | int = "u1", *, origin: str = ORIGIN) -> str:
         issued = await self.issuer.mint(subject, origin=origin, audience=AUDIENCE)
+        return issued.ticket
+
+    async def mint_ending(self, subject: str | int, *, session_ends_in: float) -> str:
+        """A ticket whose session expires ``session_ends_in`` seconds from now.
+
+        The mint refuses a session with less than ``MIN_SESSION_REMAINING`` left, so
+        this issuer's clock runs ten seconds behind: the ticket (its TTL capped at the
+        session) and its session then end together, ``session_ends_in`` from now."""
+        lag = 10.0
+        now = time.time()
+        lagging = TicketIssuer(
+            self.issuer.store, key_prefix=PREFIX, clock=lambda: time.time() - lag
+        )
+        session = SessionRef(
+            session="s-" + str(subject), auth_at=now - 60, expires_at=now + session_ends_in
+        )
+        issued = await lagging.mint(subject, origin=ORIGIN, audience=AUDIENCE, session=session)
         return issued.ticket
 
     async def stored(self, ticket: str) -> bool:

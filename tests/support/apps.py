@@ -14,7 +14,7 @@ from aiohttp import web
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.server import ServerConnection
 
 from ticketd import TicketVerifier
@@ -57,6 +57,16 @@ async def chat(websocket: WebSocket) -> None:
         }
     )
     await websocket.close()
+
+
+async def asgi_echo(websocket: WebSocket) -> None:
+    """Echo text frames until the client (or ticketd) closes the socket."""
+    await websocket.accept(subprotocol=ticket_subprotocol(websocket.scope))
+    try:
+        while True:
+            await websocket.send_text(await websocket.receive_text())
+    except WebSocketDisconnect:
+        pass
 
 
 def starlette_app(verifier: TicketVerifier, **options: Any) -> Starlette:

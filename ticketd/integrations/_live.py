@@ -1,11 +1,14 @@
-"""After the handshake: the revocation hook every adapter calls, and each framework's closer.
+"""After the handshake: the hook every adapter calls, and each framework's closer.
 
 :func:`hold` / :func:`hold_blocking` take the outcome of a redeem and, when the
 ticket was good, register the connection with the
-:class:`~ticketd.liveness.RevocationWatch` and check the revocation state (in that
-order): a revoked ticket becomes ``Denied(403, revoked)``, a store failure 503.
-The adapter then attaches a closer, which closes with the requested code (4403
-for a revocation) and gives the closing handshake :data:`~ticketd.registry.CLOSE_TIMEOUT`
+:class:`~ticketd.liveness.RevocationWatch` (if there is one) and check the revocation
+state (in that order): a revoked ticket becomes ``Denied(403, revoked)``, a store
+failure 503. With or without a watch, the connection's end of life is then armed
+(:class:`~ticketd.lifetime.ConnectionLifetime`: 4401 at the session's expiry, or
+after the maximum lifetime). The adapter attaches a closer, which closes with the
+requested code (4403 for a revocation, 4401 for the end of the session) and gives the
+closing handshake :data:`~ticketd.registry.CLOSE_TIMEOUT`
 before aborting the transport (websockets, aiohttp) or ending the application
 (ASGI, where the server owns the transport and its own close timeout).
 
@@ -25,6 +28,7 @@ from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 
 from ..exceptions import REJECTION_STATUS, StoreUnavailable, TicketRejected
+from ..lifetime import ConnectionLifetime
 from ..liveness import BlockingRevocationWatch, RevocationWatch
 from ..registry import CLOSE_TIMEOUT, LiveConnection
 from ._common import UNAVAILABLE_STATUS, Admitted, Denied
@@ -82,21 +86,39 @@ def _unavailable() -> Denied:
     )
 
 
+_DEFAULT_LIFETIME = ConnectionLifetime()
+"""What adapters use without ``lifetime=``: close at the session's expiry, no maximum."""
+
+
+def _arm(
+    lifetime: ConnectionLifetime | None,
+    entry: LiveConnection,
+    attach: Callable[[LiveConnection], None],
+) -> None:
+    attach(entry)
+    (lifetime or _DEFAULT_LIFETIME).arm(entry)
+
+
 async def hold(
     watch: RevocationWatch | None,
     outcome: Admitted | Denied,
     attach: Callable[[LiveConnection], None],
+    lifetime: ConnectionLifetime | None = None,
 ) -> Admitted | Denied:
-    """Register an admitted connection and check its revocation state (asyncio)."""
-    if watch is None or isinstance(outcome, Denied):
+    """Register an admitted connection, check its revocation state, arm its lifetime."""
+    if isinstance(outcome, Denied):
         return outcome
-    try:
-        entry = await watch.admit(outcome.claims)
-    except TicketRejected as exc:
-        return _revoked(exc)
-    except StoreUnavailable:
-        return _unavailable()
-    attach(entry)
+    if watch is None:
+        entry = LiveConnection.of(outcome.claims)
+    else:
+        try:
+            entry = await watch.admit(outcome.claims)
+        except TicketRejected as exc:
+            return _revoked(exc)
+        except StoreUnavailable:
+            return _unavailable()
+        entry.on_end(lambda: watch.forget(entry))
+    _arm(lifetime, entry, attach)
     return outcome
 
 
@@ -104,17 +126,22 @@ def hold_blocking(
     watch: BlockingRevocationWatch | None,
     outcome: Admitted | Denied,
     attach: Callable[[LiveConnection], None],
+    lifetime: ConnectionLifetime | None = None,
 ) -> Admitted | Denied:
     """:func:`hold` for threaded servers."""
-    if watch is None or isinstance(outcome, Denied):
+    if isinstance(outcome, Denied):
         return outcome
-    try:
-        entry = watch.admit(outcome.claims)
-    except TicketRejected as exc:
-        return _revoked(exc)
-    except StoreUnavailable:
-        return _unavailable()
-    attach(entry)
+    if watch is None:
+        entry = LiveConnection.of(outcome.claims)
+    else:
+        try:
+            entry = watch.admit(outcome.claims)
+        except TicketRejected as exc:
+            return _revoked(exc)
+        except StoreUnavailable:
+            return _unavailable()
+        entry.on_end(lambda: watch.forget(entry))
+    _arm(lifetime, entry, attach)
     return outcome
 
 
@@ -125,7 +152,7 @@ def _websocket_state(connection: Any) -> str:
     return str(getattr(connection.protocol.state, "name", ""))
 
 
-def websockets_closer(watch: RevocationWatch, connection: Any) -> Callable[[LiveConnection], None]:
+def websockets_closer(connection: Any) -> Callable[[LiveConnection], None]:
     """The attach step for a ``websockets.asyncio`` connection (called in ``process_request``)."""
     loop = asyncio.get_running_loop()
 
@@ -140,14 +167,14 @@ def websockets_closer(watch: RevocationWatch, connection: Any) -> Callable[[Live
         except TimeoutError:
             connection.transport.abort()
 
-    async def forget_when_closed(entry: LiveConnection) -> None:
+    async def end_when_closed(entry: LiveConnection) -> None:
         await connection.wait_closed()
-        watch.forget(entry)
+        entry.end()
 
     def attach(entry: LiveConnection) -> None:
         setattr(connection, LIVE_ATTRIBUTE, entry)
         entry.attach(_threadsafe(loop, close), lambda: _websocket_state(connection) == "CLOSED")
-        _spawn(forget_when_closed(entry))
+        _spawn(end_when_closed(entry))
 
     return attach
 
@@ -240,7 +267,8 @@ _Message = MutableMapping[str, Any]
 
 
 class AsgiLive:
-    """Wraps ``receive``/``send`` of one ASGI WebSocket so that a revocation can end it.
+    """Wraps ``receive``/``send`` of one ASGI WebSocket so that a revocation (or the end
+    of the session) can end it.
 
     On close: ``websocket.close`` with the code is sent (after the app's accept,
     if it has not accepted yet), the app's ``receive()`` returns
@@ -250,11 +278,9 @@ class AsgiLive:
 
     def __init__(
         self,
-        watch: RevocationWatch,
         receive: Callable[[], Awaitable[_Message]],
         send: Callable[[_Message], Awaitable[None]],
     ) -> None:
-        self.watch = watch
         self._receive, self._send = receive, send
         self._loop = asyncio.get_running_loop()
         self._accepted = False
@@ -320,7 +346,7 @@ class AsgiLive:
     async def run(
         self, app: Callable[[_Message, Any, Any], Awaitable[None]], scope: _Message
     ) -> None:
-        """Run the app with the wrapped channels; forget the connection when it returns."""
+        """Run the app with the wrapped channels; end the connection when it returns."""
         self._app = asyncio.current_task()
         try:
             await app(scope, self.receive, self.send)
@@ -332,4 +358,4 @@ class AsgiLive:
             if self._pending is not None:
                 self._pending.cancel()
             if self.entry is not None:
-                self.watch.forget(self.entry)
+                self.entry.end()

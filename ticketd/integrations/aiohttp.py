@@ -17,8 +17,10 @@ clients using the subprotocol transport get ``ticketd.v1`` back::
 
 The claims are also stored as ``request[CLAIMS_KEY]`` for middlewares.
 
-To have revoked sockets closed (4403), open the socket with :func:`accept_websocket`
-and a :class:`~ticketd.liveness.RevocationWatch` instead::
+:func:`check_ticket` only checks the handshake: the socket it admits is yours and
+ticketd cannot close it. To have it closed with 4401 when the session expires (and
+with 4403 when revoked, given a :class:`~ticketd.liveness.RevocationWatch`), open the
+socket with :func:`accept_websocket` instead::
 
     claims, ws = await accept_websocket(request, verifier, watch=watch)
 
@@ -40,6 +42,7 @@ from typing import Any
 
 from ..handshake import SUBPROTOCOL
 from ..hosts import HostAllowlist
+from ..lifetime import ConnectionLifetime
 from ..liveness import RevocationWatch
 from ..redaction import install_redaction
 from ..registry import LiveConnection
@@ -110,13 +113,16 @@ async def accept_websocket(
     request: web.Request,
     verifier: TicketVerifier,
     *,
-    watch: RevocationWatch,
+    watch: RevocationWatch | None = None,
+    lifetime: ConnectionLifetime | None = None,
     audience: str | None = None,
     redact_logs: bool = True,
     **options: Any,
 ) -> tuple[Claims, web.WebSocketResponse]:
-    """:func:`check_ticket`, then the revocation check, then a prepared WebSocket that a
-    later revocation closes with 4403 (``options`` go to ``WebSocketResponse``)::
+    """:func:`check_ticket`, then the revocation check (with ``watch``), then a prepared
+    WebSocket that a later revocation closes with 4403 and the session's expiry with
+    4401 (``lifetime``: :class:`~ticketd.lifetime.ConnectionLifetime`; ``options`` go to
+    ``WebSocketResponse``)::
 
         claims, ws = await accept_websocket(request, verifier, watch=watch)
         async for message in ws: ...
@@ -132,14 +138,16 @@ async def accept_websocket(
         client_ip=request.remote,
     )
     registered: list[LiveConnection] = []
-    claims = _claims(request, await hold(watch, outcome, registered.append))
+    claims = _claims(request, await hold(watch, outcome, registered.append, lifetime))
     entry = registered[0]
     ws = web.WebSocketResponse(protocols=options.pop("protocols", PROTOCOLS), **options)
     try:
         await ws.prepare(request)
     except BaseException:
-        watch.forget(entry)
+        entry.end()
         raise
     request[LIVE_KEY] = entry
     aiohttp_closer(ws, request.transport)(entry)
+    # The handler's task ends with the connection: forget it, cancel its timer.
+    request.task.add_done_callback(lambda _: entry.end())
     return claims, ws

@@ -45,6 +45,7 @@ from typing import Any, TypeAlias
 
 from ..handshake import QUERY_PARAMETER
 from ..hosts import HostAllowlist
+from ..lifetime import ConnectionLifetime
 from ..liveness import RevocationWatch
 from ..redaction import install_redaction
 from ..tickets import Claims
@@ -89,7 +90,9 @@ class TicketMiddleware:
     ``Host`` is not listed (421) before any ticket is looked at; two ``Host``
     headers are refused (400) with or without it. With ``watch`` (a
     :class:`~ticketd.liveness.RevocationWatch`) a revoked ticket is refused (403) and a
-    later revocation closes the socket with 4403. ::
+    later revocation closes the socket with 4403. With or without it, the socket is
+    closed with 4401 at the session's expiry (``lifetime``, a
+    :class:`~ticketd.lifetime.ConnectionLifetime`, adds a maximum lifetime). ::
 
         app = TicketMiddleware(app, verifier=verifier, audience="chat",
                                allowed_hosts=["rt.example.com"], watch=watch)
@@ -104,6 +107,7 @@ class TicketMiddleware:
         allowed_hosts: Iterable[str] | HostAllowlist | None = None,
         redact_logs: bool = True,
         watch: RevocationWatch | None = None,
+        lifetime: ConnectionLifetime | None = None,
     ) -> None:
         if redact_logs:  # the server logs the handshake before the app runs
             install_redaction()
@@ -112,6 +116,7 @@ class TicketMiddleware:
         self.audience = audience
         self.allowed_hosts = allowlist_of(allowed_hosts)
         self.watch = watch
+        self.lifetime = lifetime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -120,16 +125,13 @@ class TicketMiddleware:
         outcome = await check_scope(
             self.verifier, scope, audience=self.audience, allowed_hosts=self.allowed_hosts
         )
-        if self.watch is not None:  # after the handshake: revocation (ticketd.liveness)
-            live = AsgiLive(self.watch, receive, send)
-            outcome = await hold(self.watch, outcome, live.attach)
-            if isinstance(outcome, Admitted):
-                await live.run(self.app, {**admitted_scope(scope, outcome), LIVE_KEY: live.entry})
-                return
+        # after the handshake: revocation (ticketd.liveness), session expiry (ticketd.lifetime)
+        live = AsgiLive(receive, send)
+        outcome = await hold(self.watch, outcome, live.attach, self.lifetime)
         if isinstance(outcome, Denied):
             await deny(scope, receive, send, outcome)
             return
-        await self.app(admitted_scope(scope, outcome), receive, send)
+        await live.run(self.app, {**admitted_scope(scope, outcome), LIVE_KEY: live.entry})
 
 
 async def check_scope(

@@ -33,6 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 from collections.abc import Iterable
 
 from ..hosts import HostAllowlist
+from ..lifetime import ConnectionLifetime
 from ..liveness import RevocationWatch
 from ..verifier import TicketVerifier
 from .asgi import ASGIApp, TicketMiddleware, claims_from_scope, ticket_subprotocol
@@ -55,10 +56,13 @@ def TicketAuthMiddlewareStack(
     allowed_hosts: Iterable[str] | HostAllowlist | None = None,
     redact_logs: bool = True,
     watch: RevocationWatch | None = None,
+    lifetime: ConnectionLifetime | None = None,
 ) -> TicketMiddleware:
     """The middleware stack for Channels WebSocket routes (a ticket check, no cookie auth).
 
-    ``watch`` closes revoked sockets with 4403 (:class:`~ticketd.liveness.RevocationWatch`)::
+    ``watch`` closes revoked sockets with 4403 (:class:`~ticketd.liveness.RevocationWatch`);
+    the session's expiry closes them with 4401 (``lifetime``:
+    :class:`~ticketd.lifetime.ConnectionLifetime`)::
 
         TicketAuthMiddlewareStack(URLRouter(websocket_urlpatterns), verifier, watch=watch)
     """
@@ -69,4 +73,5 @@ def TicketAuthMiddlewareStack(
         allowed_hosts=allowed_hosts,
         redact_logs=redact_logs,
         watch=watch,
+        lifetime=lifetime,
     )

@@ -37,6 +37,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from ..hosts import HostAllowlist
+from ..lifetime import ConnectionLifetime
 from ..liveness import RevocationWatch
 from ..redaction import install_redaction
 from ..tickets import Claims
@@ -64,13 +65,15 @@ def require_ticket(
     allowed_hosts: Iterable[str] | HostAllowlist | None = None,
     redact_logs: bool = True,
     watch: RevocationWatch | None = None,
+    lifetime: ConnectionLifetime | None = None,
 ) -> Callable[[WebSocket], Awaitable[Claims]]:
     """A dependency returning the claims of the handshake's ticket (redeemed on call).
 
     It also fills ``scope["ticketd.claims"]`` and ``scope["ticketd.subprotocol"]``
     like :class:`~ticketd.integrations.asgi.TicketMiddleware`, and takes the same
     ``allowed_hosts``. With ``watch`` a revoked ticket is refused (403) and a later
-    revocation closes the socket with 4403::
+    revocation closes the socket with 4403; with or without it, the session's expiry closes
+    it with 4401 (``lifetime``: :class:`~ticketd.lifetime.ConnectionLifetime`)::
 
         async def chat(websocket: WebSocket, claims: Claims = Depends(require_ticket(v))): ...
 
@@ -84,7 +87,7 @@ def require_ticket(
         outcome = await check_scope(
             verifier, websocket.scope, audience=audience, allowed_hosts=hosts
         )
-        outcome = await hold(watch, outcome, starlette_closer(websocket))
+        outcome = await hold(watch, outcome, starlette_closer(websocket), lifetime)
         if isinstance(outcome, Denied):
             raise TicketDenied(outcome)
         websocket.scope[CLAIMS_KEY] = outcome.claims

@@ -47,6 +47,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from ..handshake import SUBPROTOCOL, PresentedTicket
 from ..hosts import HostAllowlist
+from ..lifetime import ConnectionLifetime
 from ..liveness import RevocationWatch
 from ..redaction import install_redaction
 from ..tickets import Claims
@@ -91,6 +92,7 @@ def ticket_auth(
     allowed_hosts: Iterable[str] | HostAllowlist | None = None,
     redact_logs: bool = True,
     watch: RevocationWatch | None = None,
+    lifetime: ConnectionLifetime | None = None,
 ) -> Callable[[ServerConnection, Request, Response | None], Awaitable[Response | None]]:
     """Build a ``process_response`` hook that redeems the handshake's ticket.
 
@@ -103,7 +105,9 @@ def ticket_auth(
     ``redact_logs=False`` leaves logging alone. With ``watch`` (a
     :class:`~ticketd.liveness.RevocationWatch`), the connection is registered and the
     revocation state checked before 101 (403 ``revoked``), and a later revocation closes
-    it with 4403. ::
+    it with 4403. With or without it, the socket is closed with 4401 at the session's
+    expiry; ``lifetime`` (a :class:`~ticketd.lifetime.ConnectionLifetime`) adds a maximum
+    connection lifetime and metrics. ::
 
         serve(handler, process_response=ticket_auth(verifier, audience="chat", watch=watch),
               select_subprotocol=select_subprotocol)
@@ -125,8 +129,8 @@ def ticket_auth(
             audience=audience,
             client_ip=peer_ip(connection),
         )
-        if watch is not None:  # after the handshake: revocation (ticketd.liveness)
-            outcome = await hold(watch, outcome, websockets_closer(watch, connection))
+        # after the handshake: revocation (ticketd.liveness), session expiry (ticketd.lifetime)
+        outcome = await hold(watch, outcome, websockets_closer(connection), lifetime)
         return finish(connection, outcome)
 
     return process_response

@@ -29,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from ..handshake import PresentedTicket
 from ..hosts import HostAllowlist
+from ..lifetime import ConnectionLifetime
 from ..liveness import BlockingRevocationWatch
 from ..redaction import install_redaction
 from ..verifier import BlockingTicketVerifier
@@ -47,10 +48,12 @@ def ticket_auth(
     allowed_hosts: Iterable[str] | HostAllowlist | None = None,
     redact_logs: bool = True,
     watch: BlockingRevocationWatch | None = None,
+    lifetime: ConnectionLifetime | None = None,
 ) -> Callable[[ServerConnection, Request, Response | None], Response | None]:
     """Build a blocking ``process_response`` hook; the sync twin of the asyncio ``ticket_auth``.
 
-    ``watch`` is a :class:`~ticketd.liveness.BlockingRevocationWatch`. ::
+    ``watch`` is a :class:`~ticketd.liveness.BlockingRevocationWatch`; ``lifetime`` as in
+    the asyncio hook (its timers run on one shared background thread). ::
 
         serve(handler, process_response=ticket_auth(blocking_verifier, watch=watch),
               select_subprotocol=select_subprotocol)
@@ -74,8 +77,8 @@ def ticket_auth(
             audience=audience,
             client_ip=peer_ip(connection),
         )
-        if watch is not None:  # after the handshake: revocation (ticketd.liveness)
-            outcome = hold_blocking(watch, outcome, websockets_sync_closer(connection))
+        # after the handshake: revocation (ticketd.liveness), session expiry (ticketd.lifetime)
+        outcome = hold_blocking(watch, outcome, websockets_sync_closer(connection), lifetime)
         return finish(connection, outcome)
 
     return process_response

@@ -6,7 +6,9 @@ handed out unless every check passed:
 1. Origin: exactly one, canonical, on the allowlist; ``Sec-Fetch-Site: cross-site`` refused;
 2. body: size, media type, schema, audience;
 3. session cookie → subject and login (local, no I/O); a login revoked by
-   ``POST /v1/revocations`` mints nothing (one state read, :mod:`.revocations`);
+   ``POST /v1/revocations`` mints nothing (one state read, :mod:`.revocations`),
+   nor does a session about to expire (``session_expiring``; the ticket's TTL is
+   capped at the session's remaining lifetime, :meth:`~ticketd.TicketIssuer.prepare`);
 4. one round trip (:class:`~.mintplan.MintPlan`): the per-IP counter, the
    per-subject/outstanding counter and the ticket's ``SET``; a refusal deletes the
    record again;
@@ -25,7 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
-from ..exceptions import InvalidOrigin, StoreUnavailable
+from ..exceptions import InvalidOrigin, SessionExpiring, StoreUnavailable
 from ..issuer import validate_extra
 from ..revocation import SessionRef
 from ..sessions import SessionInvalid
@@ -44,6 +46,7 @@ PROBLEM_CODES = (
     "unknown_audience",
     "unauthenticated",
     "session_revoked",
+    "session_expiring",
     "origin_not_allowed",
     "cross_site",
     "method_not_allowed",
@@ -123,14 +126,20 @@ async def _mint(service: Service, request: Request) -> Response:
             return _store_unavailable(service, rid, cors, exc)
         if revoked:
             return refuse(service.metrics, "session_revoked", rid, where="mint", headers=cors)
-        prepared = service.issuer.prepare(
-            subject,
-            origin=origin,
-            audience=audience,
-            extra=extra,
-            client_ip=ip if service.settings.bind_client_ip else None,
-            session=session,
-        )
+        try:  # the TTL is capped at the session's remaining lifetime
+            prepared = service.issuer.prepare(
+                subject,
+                origin=origin,
+                audience=audience,
+                extra=extra,
+                client_ip=ip if service.settings.bind_client_ip else None,
+                session=session,
+            )
+        except SessionExpiring as exc:
+            detail = f"remaining={max(0.0, exc.remaining):.1f}s"
+            return refuse(
+                service.metrics, "session_expiring", rid, where="mint", headers=cors, detail=detail
+            )
     plan = MintPlan(service.limits.counters(ip, subject), prepared)
     try:
         limited = await _round_trip(service, plan)

@@ -68,6 +68,8 @@ PROBLEMS: dict[str, Problem] = {
         Problem("revoked", 403, "Ticket revoked"),
         # Revocation (POST /v1/tickets refuses a revoked login; POST /v1/revocations).
         Problem("session_revoked", 401, "Session revoked: log in again"),
+        # Session lifetime (POST /v1/tickets refuses a session about to expire).
+        Problem("session_expiring", 401, "Session about to expire: log in again"),
         Problem("revocations_disabled", 404, "Revocations endpoint disabled"),
     ]
 }
