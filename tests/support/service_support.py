@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
 import redis
+from itsdangerous.timed import TimestampSigner
 
 from tests.support.servers import serve_app
 from ticketd.service import Settings, create_app
@@ -38,6 +40,15 @@ def make_settings(redis_url: str | None, **overrides: Any) -> Settings:
 
 def cookie_for(subject: object, *, secret: str = SECRET, key: str = "user_id") -> str:
     return issue_session_cookie({key: subject}, secret=secret)
+
+
+def aged_cookie(
+    subject: object, *, signed_at: int, secret: str = SECRET, key: str = "user_id"
+) -> str:
+    """A session cookie whose signature says it was signed at ``signed_at`` (epoch seconds):
+    a session that expires soon, without waiting for the minimum max age (60 s)."""
+    with mock.patch.object(TimestampSigner, "get_timestamp", return_value=signed_at):
+        return cookie_for(subject, secret=secret, key=key)
 
 
 def ticket_keys(client: redis.Redis) -> list[bytes]:
