@@ -198,8 +198,40 @@ export interface TicketUpgradeOptions {
   revocations?: RevocationFeed;
   /** The client address to check bound tickets against (default: the peer address). */
   clientIp?: (req: IncomingMessage) => string | null | undefined;
+  /**
+   * Close every socket with 4401 after this many milliseconds, even while its session
+   * lasts (jittered a little earlier). Sockets always close with 4401 at the session's expiry.
+   */
+  maxLifetimeMs?: number | null;
+  /** Each 4401 close this handler made, by cause: `ticketd_connection_lifetime_closed_total{cause}`. */
+  onLifetimeClose?: (cause: LifetimeCause) => void;
   logger?: Logger;
 }
+
+export type LifetimeCause = "session_expired" | "max_lifetime";
+export const SESSION_EXPIRED: "session_expired";
+export const MAX_LIFETIME: "max_lifetime";
+export const MAX_JITTER_MS: 5000;
+export const JITTER_FRACTION: 0.1;
+
+/** When (epoch ms, jitter applied) and why a socket accepted at `nowMs` is closed with 4401. */
+export function closeDeadline(
+  claims: Pick<Claims, "sessionExpiresAt">,
+  nowMs: number,
+  options?: { maxLifetimeMs?: number | null; jitter?: (boundMs: number) => number },
+): { atMs: number; cause: LifetimeCause } | null;
+
+/** Close `ws` with 4401 at its deadline; returns the function that cancels the timer. */
+export function armLifetime(
+  ws: WebSocket,
+  claims: Claims,
+  options?: {
+    maxLifetimeMs?: number | null;
+    jitter?: (boundMs: number) => number;
+    onClose?: (cause: LifetimeCause) => void;
+    log?: Logger;
+  },
+): () => void;
 
 export type UpgradeListener = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 

@@ -7,6 +7,14 @@ export { REJECTION_STATUS, StoreUnavailable, TicketdError, TicketRejected, UNAVA
 export { canonicalIp, checkBinding, DEFAULT_LEEWAY } from "./binding.js";
 export { CLOSE_REVOKED, CLOSE_SESSION_ENDED, createRevocationFeed } from "./feed.js";
 export { extractTicket, isWebSocketUpgrade, requestOrigin, SUBPROTOCOL } from "./handshake.js";
+export {
+  armLifetime,
+  closeDeadline,
+  JITTER_FRACTION,
+  MAX_JITTER_MS,
+  MAX_LIFETIME,
+  SESSION_EXPIRED,
+} from "./lifetime.js";
 export { canonicalOrigin, InvalidOrigin } from "./origins.js";
 export { redeemCommand } from "./redis.js";
 export { eventRevokes, isRevoked, revocationSubject, sessionHash, subjectId } from "./revocation.js";

@@ -18,7 +18,6 @@
 import { randomBytes } from "node:crypto";
 import { STATUS_CODES } from "node:http";
 import { StoreUnavailable, TicketRejected, UNAVAILABLE_STATUS } from "./errors.js";
-import { CLOSE_SESSION_ENDED } from "./feed.js";
 import {
   extractTicket,
   headerPairs,
@@ -27,12 +26,12 @@ import {
   SUBPROTOCOL,
   SUBPROTOCOL_TICKET_PREFIX,
 } from "./handshake.js";
+import { armLifetime } from "./lifetime.js";
 import { resolveLogger } from "./log.js";
 import { revocationSubject } from "./revocation.js";
 import { logId } from "./tickets.js";
 
 export const DENIAL_BODY = "ticket rejected\n";
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The bytes of a refusal: the same body for every reason. */
 export function refusal(status, { body = DENIAL_BODY, retryAfter = false } = {}) {
@@ -79,18 +78,35 @@ function pathOf(target) {
 }
 
 /**
- * @param {object} options `{ wss, verifier, path?, onAccept?, revocations?, clientIp?, logger? }`
+ * @param {object} options `{ wss, verifier, path?, onAccept?, revocations?, clientIp?,
+ *   maxLifetimeMs?, onLifetimeClose?, logger? }`
  *   `onAccept(ws, req, claims)` runs after the 101 (default: `wss.emit("connection", ws, req)`);
  *   `clientIp(req)` the address to check a bound ticket against (default: the peer address);
  *   `revocations` a feed from `createRevocationFeed()` that closes revoked sockets with 4403.
+ *   Every socket closes with 4401 at its session's expiry (`claims.sessionExpiresAt`), or
+ *   after `maxLifetimeMs` if that comes first, jittered a little earlier (lifetime.js);
+ *   `onLifetimeClose(cause)` counts those closes (`session_expired`, `max_lifetime`).
  */
-export function ticketUpgrade({ wss, verifier, path, onAccept, revocations, clientIp, logger } = {}) {
+export function ticketUpgrade({
+  wss,
+  verifier,
+  path,
+  onAccept,
+  revocations,
+  clientIp,
+  maxLifetimeMs = null,
+  onLifetimeClose,
+  logger,
+} = {}) {
   if (!wss || typeof wss.handleUpgrade !== "function") throw new TypeError("ticketUpgrade needs `wss`");
   if (!wss.options?.noServer) {
     // Attached to a server, ws answers every upgrade itself, without a ticket.
     throw new TypeError("ticketUpgrade needs a WebSocketServer created with { noServer: true }");
   }
   if (!verifier || typeof verifier.redeem !== "function") throw new TypeError("ticketUpgrade needs `verifier`");
+  if (maxLifetimeMs !== null && !(Number.isFinite(maxLifetimeMs) && maxLifetimeMs > 0)) {
+    throw new TypeError("`maxLifetimeMs` must be a positive number of milliseconds");
+  }
   const log = resolveLogger(logger ?? verifier.logger);
   if (!wss.options.handleProtocols?.ticketd) {
     wss.options.handleProtocols = ticketProtocols(wss.options.handleProtocols);
@@ -160,19 +176,10 @@ export function ticketUpgrade({ wss, verifier, path, onAccept, revocations, clie
   }
 
   function track(ws, claims, held) {
-    let timer = null;
     if (held) held.attach((code, reason) => ws.close(code, reason));
-    if (claims.sessionExpiresAt !== null && claims.sessionExpiresAt !== undefined) {
-      const arm = () => {
-        const left = claims.sessionExpiresAt * 1000 - Date.now();
-        if (left <= 0) return ws.close(CLOSE_SESSION_ENDED, "session ended");
-        timer = setTimeout(arm, Math.min(left, MAX_TIMER_MS));
-        timer.unref?.();
-      };
-      arm();
-    }
+    const cancel = armLifetime(ws, claims, { maxLifetimeMs, onClose: onLifetimeClose, log });
     ws.once("close", () => {
-      clearTimeout(timer);
+      cancel();
       held?.release();
     });
   }

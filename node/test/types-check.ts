@@ -26,6 +26,10 @@ server.on(
     verifier,
     revocations,
     path: "/ws",
+    maxLifetimeMs: 3_600_000,
+    onLifetimeClose(cause: "session_expired" | "max_lifetime") {
+      console.log(cause);
+    },
     onAccept(ws, req, claims: Claims) {
       const subject: string | number = claims.subject;
       const same: Claims | undefined = ws.ticketd?.claims ?? req.ticketd?.claims;
