@@ -45,6 +45,19 @@ export interface ConnectOptions {
    * controller stops with a terminal error (`closeCode` 4403). Never a loop.
    */
   onRevoked?: (event: CloseEvent) => void;
+  /**
+   * The server closed the socket with 4401: the session ended (expired) or the socket
+   * reached the server's maximum lifetime. The client re-mints at once (with backoff if
+   * the socket had been open for under a second); the mint decides whether the session
+   * still holds.
+   */
+  onSessionEnded?: (event: CloseEvent) => void;
+  /**
+   * The mint answered 401 or 403: there is no login to mint from (the session expired,
+   * was revoked, or the user logged out). The controller has stopped (the error is
+   * terminal; `closeCode` 4403 after a revocation). Show a login prompt here.
+   */
+  onLoggedOut?: (error: TicketdError) => void;
   /** Exponential backoff with jitter between attempts. Defaults: 500 ms, 30 s. */
   backoff?: { initialMs?: number; maxMs?: number };
 }

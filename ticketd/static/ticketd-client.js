@@ -12,6 +12,11 @@ export const SUBPROTOCOL = "ticketd.v1";
 
 /** Mint statuses that no retry can fix. */
 const TERMINAL_STATUSES = new Set([400, 401, 403, 413, 415]);
+/** Mint statuses that mean the login is gone (expired, revoked, logged out): onLoggedOut. */
+const LOGGED_OUT_STATUSES = new Set([401, 403]);
+/** A 4401 this soon after the open is not a session that ran its course (clocks apart, a
+ * tiny max lifetime): the re-mint then backs off like a failure instead of running at once. */
+const QUICK_END_MS = 1000;
 
 /** Close codes after the 101 (docs/PROTOCOL.md section 7). */
 export const CLOSE_SESSION_ENDED = 4401; // re-mint at once; a 401/403 from the mint stops
@@ -106,6 +111,8 @@ export function connect(options) {
   // After a 4403 exactly one re-mint is tried (a new login may have happened); a second
   // 4403, or any failure of that attempt, stops for good. Never reset: no loop is possible.
   let revokedOnce = false;
+  // Consecutive 4401s on sockets that ended within QUICK_END_MS: the exponent of the backoff.
+  let quickEnds = 0;
   let state = "idle";
 
   const report = (next, extra = {}) => {
@@ -142,6 +149,8 @@ export function connect(options) {
           ? new TicketdError(error.message, { ...error, cause: error, terminal: true, closeCode: CLOSE_REVOKED })
           : error;
         options.onError?.(final);
+        // 401/403 from the mint: no login to mint from (e.g. after a 4401, the session ended).
+        if (LOGGED_OUT_STATUSES.has(error.status)) options.onLoggedOut?.(final);
         stop(final);
       } else {
         retry(error);
@@ -152,8 +161,10 @@ export function connect(options) {
     report("connecting");
     const ws = (socket = openSocket(socketUrl, ticket, transport));
     let opened = false;
+    let openedAt = 0;
     ws.addEventListener("open", (event) => {
       opened = true;
+      openedAt = Date.now();
       failures = 0;
       report("open");
       options.onOpen?.(event);
@@ -178,6 +189,13 @@ export function connect(options) {
         return;
       }
       if (event.code === CLOSE_SESSION_ENDED && opened) {
+        options.onSessionEnded?.(event);
+        if (Date.now() - openedAt < QUICK_END_MS) {
+          failures = ++quickEnds; // never a tight loop: 2^n backoff until a socket lasts
+          retry(new TicketdError("session ended at once (close 4401)", { closeCode: CLOSE_SESSION_ENDED }));
+          return;
+        }
+        quickEnds = 0;
         report("minting");
         timer = setTimeout(run, 0); // the session ended: re-mint at once (the mint decides)
         return;
