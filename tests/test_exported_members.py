@@ -88,7 +88,7 @@ EXPECTED: dict[str, set[str]] = {
     },
     "ticketd.integrations._live": {
         "AsgiLive", "LIVE_ATTRIBUTE", "LIVE_KEY", "aiohttp_closer", "hold", "hold_blocking",
-        "starlette_closer", "websockets_closer", "websockets_sync_closer",
+        "needs_closer", "starlette_closer", "websockets_closer", "websockets_sync_closer",
     },
     "ticketd.integrations.aiohttp": {
         "CLAIMS_KEY", "LIVE_KEY", "PROTOCOLS", "accept_websocket", "check_ticket",

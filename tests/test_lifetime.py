@@ -11,7 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ticketd import Claims, TicketIssuer
-from ticketd.exceptions import SessionExpiring
+from ticketd.exceptions import Reason, SessionExpiring
+from ticketd.integrations._common import Admitted, Denied
+from ticketd.integrations._live import needs_closer
 from ticketd.issuer import MIN_SESSION_REMAINING
 from ticketd.lifetime import (
     MAX_JITTER,
@@ -301,3 +303,12 @@ async def test_library_mints_get_the_same_cap() -> None:
         await minting.mint(
             "u", origin="https://app.example.com", audience="chat", session=session(NOW + 1)
         )
+
+
+def test_only_connections_something_may_close_need_a_closer() -> None:
+    with_session, without = Admitted(claims(NOW + 100), None), Admitted(claims(None), None)
+    assert needs_closer(None, None, with_session)
+    assert not needs_closer(None, None, without)  # the ASGI middleware then skips its wrapper
+    assert needs_closer(None, ConnectionLifetime(max_lifetime=60), without)
+    assert needs_closer(object(), None, without)
+    assert not needs_closer(object(), None, Denied(status=401, reason=Reason.INVALID))

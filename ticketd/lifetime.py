@@ -135,6 +135,10 @@ class ConnectionLifetime:
         self.closed: dict[str, int] = {}
         """Connections closed, by cause (what tests read)."""
 
+    def applies(self, claims: Claims) -> bool:
+        """Whether a connection with ``claims`` will have a deadline (no jitter drawn)."""
+        return claims.session_expires_at is not None or self.max_lifetime is not None
+
     def deadline(self, claims: Claims) -> Deadline | None:
         return deadline_of(claims, self.clock(), max_lifetime=self.max_lifetime, jitter=self.jitter)
 

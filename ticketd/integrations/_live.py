@@ -40,6 +40,7 @@ __all__ = [
     "aiohttp_closer",
     "hold",
     "hold_blocking",
+    "needs_closer",
     "starlette_closer",
     "websockets_closer",
     "websockets_sync_closer",
@@ -88,6 +89,15 @@ def _unavailable() -> Denied:
 
 _DEFAULT_LIFETIME = ConnectionLifetime()
 """What adapters use without ``lifetime=``: close at the session's expiry, no maximum."""
+
+
+def needs_closer(
+    watch: object, lifetime: ConnectionLifetime | None, outcome: Admitted | Denied
+) -> bool:
+    """Whether anything may close this connection later (a watch, or a lifetime deadline)."""
+    if isinstance(outcome, Denied):
+        return False
+    return watch is not None or (lifetime or _DEFAULT_LIFETIME).applies(outcome.claims)
 
 
 def _arm(

@@ -52,7 +52,7 @@ from ..tickets import Claims
 from ..verifier import TicketVerifier
 from ._common import Admitted, Denied, admit, is_ticket_subprotocol
 from ._hosts import allowlist_of, refuse_host
-from ._live import LIVE_KEY, AsgiLive, hold
+from ._live import LIVE_KEY, AsgiLive, hold, needs_closer
 
 __all__ = [
     "CLAIMS_KEY",
@@ -125,6 +125,12 @@ class TicketMiddleware:
         outcome = await check_scope(
             self.verifier, scope, audience=self.audience, allowed_hosts=self.allowed_hosts
         )
+        if not needs_closer(self.watch, self.lifetime, outcome):  # nothing will close it
+            if isinstance(outcome, Denied):
+                await deny(scope, receive, send, outcome)
+                return
+            await self.app(admitted_scope(scope, outcome), receive, send)
+            return
         # after the handshake: revocation (ticketd.liveness), session expiry (ticketd.lifetime)
         live = AsgiLive(receive, send)
         outcome = await hold(self.watch, outcome, live.attach, self.lifetime)
