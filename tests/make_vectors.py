@@ -720,6 +720,54 @@ def close_code_vectors() -> dict[str, Any]:
     }
 
 
+def spec_close_deadline(
+    session_expires_ms: int | None, now_ms: int, max_lifetime_ms: int | None, fraction: float
+) -> dict[str, Any] | None:
+    """docs/PROTOCOL.md section 7, session lifetime: the first of the session's expiry and
+    the max lifetime, ``fraction`` of min(5 s, 10 % of the time left) early."""
+    ends = []
+    if session_expires_ms is not None:
+        ends.append((session_expires_ms, "session_expired"))
+    if max_lifetime_ms is not None:
+        ends.append((now_ms + max_lifetime_ms, "max_lifetime"))
+    if not ends:
+        return None
+    end, cause = min(ends)
+    bound = min(5000.0, 0.1 * max(0, end - now_ms))
+    return {"at_ms": round(end - min(max(fraction, 0.0), 1.0) * bound), "cause": cause}
+
+
+def lifetime_vectors() -> dict[str, Any]:
+    """When a socket is closed with 4401; ``jitter_fraction`` f makes ``jitter(b) = f * b``."""
+    now = NOW_MS
+    cases = [
+        ("session, no jitter", now + 20_000, None, 0.0),
+        ("session, widest jitter: 10 % of 20 s", now + 20_000, None, 1.0),
+        ("session, half jitter", now + 20_000, None, 0.5),
+        ("long session: jitter capped at 5 s", now + 3_600_000, None, 1.0),
+        ("expired session closes at once", now - 5_000, None, 1.0),
+        ("max lifetime first", now + 3_600_000, 60_000, 1.0),
+        ("session first", now + 30_000, 3_600_000, 0.0),
+        ("no session, max lifetime", None, 60_000, 0.0),
+        ("no session, no max lifetime", None, None, 1.0),
+        ("jitter below zero is clamped (never after)", now + 20_000, None, -3.0),
+        ("jitter above the bound is clamped", now + 20_000, None, 7.0),
+    ]
+    return {
+        "deadlines": [
+            {
+                "name": name,
+                "session_expires_at_ms": expires,
+                "now_ms": now,
+                "max_lifetime_ms": max_ms,
+                "jitter_fraction": fraction,
+                "expected": spec_close_deadline(expires, now, max_ms, fraction),
+            }
+            for name, expires, max_ms, fraction in cases
+        ]
+    }
+
+
 def build() -> dict[str, Any]:
     return {
         "tickets.json": ticket_vectors(),
@@ -729,6 +777,7 @@ def build() -> dict[str, Any]:
         "redeem.json": redeem_cases(),
         "revocation.json": revocation_vectors(),
         "close_codes.json": close_code_vectors(),
+        "lifetime.json": lifetime_vectors(),
     }
 
 

@@ -20,6 +20,7 @@ from ticketd import StoreUnavailable, TicketRejected, TicketStore, TicketVerifie
 from ticketd.exceptions import REJECTION_STATUS, InvalidOrigin, Reason
 from ticketd.handshake import extract_ticket, is_websocket_upgrade, request_origin
 from ticketd.integrations._common import DENIAL_BODY
+from ticketd.lifetime import deadline_of
 from ticketd.origins import canonical_origin
 from ticketd.revocation import (
     RevocationState,
@@ -32,7 +33,7 @@ from ticketd.revocation import (
     target_of,
 )
 from ticketd.revoker import check_revoked
-from ticketd.tickets import decode_record, is_well_formed, log_id, ticket_digest, ticket_key
+from ticketd.tickets import Claims, decode_record, is_well_formed, log_id, ticket_digest, ticket_key
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 
@@ -264,3 +265,28 @@ def test_statuses_and_body() -> None:
     assert {r.value for r in Reason} == set(expected)
     assert codes["denial_body"] == DENIAL_BODY
     assert {c["code"] for c in codes["close_codes"]} == {4401, 4403, 1012}
+
+
+# --- connection lifetime -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", cases(load("lifetime.json")["deadlines"]))
+def test_lifetime_deadline(vector: dict[str, Any]) -> None:
+    expires = vector["session_expires_at_ms"]
+    claims = Claims(
+        subject="u",
+        origin="https://app.example.com",
+        audience="chat",
+        issued_at=0.0,
+        expires_at=30.0,
+        session_expires_at=None if expires is None else expires / 1000,
+    )
+    max_ms = vector["max_lifetime_ms"]
+    deadline = deadline_of(
+        claims,
+        vector["now_ms"] / 1000,
+        max_lifetime=None if max_ms is None else max_ms / 1000,
+        jitter=lambda bound: vector["jitter_fraction"] * bound,
+    )
+    got = deadline and {"at_ms": round(deadline.at * 1000), "cause": deadline.cause}
+    assert got == vector["expected"]

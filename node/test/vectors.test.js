@@ -7,6 +7,7 @@ import { after, before, describe, test } from "node:test";
 import { createClient } from "redis";
 import {
   canonicalOrigin,
+  closeDeadline,
   createVerifier,
   decodeRecord,
   DENIAL_BODY,
@@ -226,6 +227,21 @@ describe("close codes and statuses", () => {
     assert.equal(CLOSE_REVOKED, byMeaning.revoked);
     assert.equal(CLOSE_SESSION_ENDED, byMeaning.session_ended);
   });
+});
+
+describe("connection lifetime", () => {
+  const vectors = load("lifetime.json");
+  count("lifetime.json", vectors.deadlines.length);
+  for (const v of vectors.deadlines) {
+    test(`deadline: ${v.name}`, () => {
+      const claims = { sessionExpiresAt: v.session_expires_at_ms === null ? null : v.session_expires_at_ms / 1000 };
+      const got = closeDeadline(claims, v.now_ms, {
+        maxLifetimeMs: v.max_lifetime_ms,
+        jitter: (bound) => v.jitter_fraction * bound,
+      });
+      assert.deepEqual(got === null ? null : { at_ms: Math.round(got.atMs), cause: got.cause }, v.expected);
+    });
+  }
 });
 
 after(() => {
