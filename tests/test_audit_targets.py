@@ -332,9 +332,9 @@ def test_prefix_match_origin_check_is_flagged(redis_url: str) -> None:
 
 
 class ReadOnlyStore(TicketStore):
-    """The mistake: GET instead of GETDEL (the delete was "an optimisation for later")."""
+    """The mistake: GET instead of the take (the tombstone was "an optimisation for later")."""
 
-    async def take(self, key: str) -> bytes | None:
+    async def take(self, key: str, tombstone: bytes | None = None) -> bytes | None:
         value = await self.client.execute_command("GET", key)
         return value if isinstance(value, bytes) else None
 

@@ -1,11 +1,16 @@
 """The ticket store: the only code that talks to Redis.
 
-Two single-key commands, so the store works unchanged on standalone Redis,
-Sentinel, Cluster, managed services and fakeredis:
+Single-key commands, so the store works unchanged on standalone Redis (6.2 or
+later), Sentinel, Cluster, managed services and fakeredis:
 
 - mint:   ``SET key record PX ttl NX`` (NX: a 256-bit collision would be a bug, not data);
-- redeem: ``GETDEL key`` — atomic read-and-delete in one round trip. Two concurrent
-  redeems of one ticket cannot both see the record.
+- redeem: ``SET key tombstone XX GET KEEPTTL`` — atomic read-and-replace in one round
+  trip: the record comes back and a tombstone (:mod:`ticketd.tombstones`) stays until
+  the ticket's TTL, so a second redeem learns it is a replay. Two concurrent redeems
+  of one ticket cannot both see the record. (``take(key)`` without a tombstone is the
+  plain ``GETDEL``.) Then, for an accepted record only, ``SET key tombstone XX
+  KEEPTTL`` (:meth:`TicketStore.settle`) adds the subject and session hashes,
+  best effort.
 
 Every failure (connection, timeout, an error reply such as OOM under
 ``maxmemory``, or the overall deadline) becomes :class:`StoreUnavailable`, which
@@ -117,8 +122,8 @@ class AsyncRedisLike(Protocol):
 
     def set(self, name: str, value: bytes, *, px: int, nx: bool) -> Awaitable[Any]: ...
     def getdel(self, name: str) -> Awaitable[Any]: ...
+    def execute_command(self, *args: Any, **options: Any) -> Awaitable[Any]: ...
     def delete(self, *names: str) -> Awaitable[Any]: ...
-    def execute_command(self, *args: Any) -> Awaitable[Any]: ...
     def ping(self) -> Awaitable[Any]: ...
 
 
@@ -127,6 +132,7 @@ class SyncRedisLike(Protocol):
 
     def set(self, name: str, value: bytes, *, px: int, nx: bool) -> Any: ...
     def getdel(self, name: str) -> Any: ...
+    def execute_command(self, *args: Any, **options: Any) -> Any: ...
     def ping(self) -> Any: ...
 
 
@@ -248,26 +254,45 @@ class TicketStore:
                     self._orphans.pop(key, None)
                     del passes[key]
 
-    async def take(self, key: str) -> bytes | None:
-        """Atomically fetch and delete a record; ``None`` if there is none.
+    async def take(self, key: str, tombstone: bytes | None = None) -> bytes | None:
+        """Atomically fetch a record and leave ``tombstone`` in its place (``GETDEL``
+        when ``tombstone`` is ``None``); ``None`` if there was no value.
 
-        With ``wait_replicas``, see :func:`_replicated_take`.
+        The value returned may be an earlier redeem's tombstone. With
+        ``wait_replicas``, see :func:`_replicated_take`.
         """
+        command = _take_command(key, tombstone)
         try:
             if self.wait_replicas:
                 async with asyncio.timeout(self.deadline):
-                    pipe = _replicated_take(self.client, key, self.wait_replicas, self.deadline)
+                    pipe = _replicated_take(self.client, command, self.wait_replicas, self.deadline)
                     return _acknowledged(await pipe.execute(), self.wait_replicas)
             if self.batcher is not None:  # the batcher enforces the deadline per batch
-                (value,) = await self.batcher.execute([("GETDEL", key)])
+                (value,) = await self.batcher.execute([command])
             else:
                 async with asyncio.timeout(self.deadline):
-                    value = await self.client.getdel(key)
+                    value = await self.client.execute_command(*command, **_take_options(command))
         except _STORE_ERRORS as exc:
             raise StoreUnavailable.from_error(
                 StoreOperation.REDEEM, exc, where=client_address(self.client)
             ) from exc
         return _as_bytes(value)
+
+    async def settle(self, key: str, tombstone: bytes) -> bool:
+        """Replace a tombstone by a fuller one (``SET key tombstone XX KEEPTTL``).
+
+        Best effort: the ticket is burned already, so a failure (``False``) costs only
+        what a replay of it could have told."""
+        command = ("SET", key, tombstone, "XX", "KEEPTTL")
+        try:
+            if self.batcher is not None:
+                await self.batcher.execute([command])
+            else:
+                async with asyncio.timeout(self.deadline):
+                    await self.client.execute_command(*command)
+        except _STORE_ERRORS:
+            return False
+        return True
 
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless Redis answers within the deadline."""
@@ -324,18 +349,27 @@ class BlockingTicketStore:
             ) from exc
         _check_stored(stored)
 
-    def take(self, key: str) -> bytes | None:
+    def take(self, key: str, tombstone: bytes | None = None) -> bytes | None:
         """Blocking :meth:`TicketStore.take`."""
+        command = _take_command(key, tombstone)
         try:
             if self.wait_replicas:
-                pipe = _replicated_take(self.client, key, self.wait_replicas, self.deadline)
+                pipe = _replicated_take(self.client, command, self.wait_replicas, self.deadline)
                 return _acknowledged(pipe.execute(), self.wait_replicas)
-            value = self.client.getdel(key)
+            value = self.client.execute_command(*command, **_take_options(command))
         except _BLOCKING_STORE_ERRORS as exc:
             raise StoreUnavailable.from_error(
                 StoreOperation.REDEEM, exc, where=client_address(self.client)
             ) from exc
         return _as_bytes(value)
+
+    def settle(self, key: str, tombstone: bytes) -> bool:
+        """Blocking :meth:`TicketStore.settle`."""
+        try:
+            self.client.execute_command("SET", key, tombstone, "XX", "KEEPTTL")
+        except _BLOCKING_STORE_ERRORS:
+            return False
+        return True
 
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless Redis answers within the deadline."""
@@ -357,26 +391,42 @@ def _check_stored(stored: object) -> None:
         raise StoreUnavailable("mint failed: key already exists", operation=StoreOperation.MINT)
 
 
-def _replicated_take(client: Any, key: str, wait_replicas: int, deadline: float) -> Any:
-    """A pipeline: GETDEL, then WAIT on the same connection (one round trip).
+def _take_command(key: str, tombstone: bytes | None) -> tuple[Any, ...]:
+    if tombstone is None:
+        return ("GETDEL", key)
+    return ("SET", key, tombstone, "XX", "GET", "KEEPTTL")
 
-    If fewer replicas than asked acknowledge the delete before the deadline, the
+
+def _take_options(command: tuple[Any, ...]) -> dict[str, Any]:
+    """redis-py turns a ``SET`` reply into a bool unless told the command has ``GET``
+    (``set(..., get=True)`` does it; a bare ``execute_command`` would lose the record)."""
+    return {"get": True} if command[0] == "SET" else {}
+
+
+def _replicated_take(
+    client: Any, command: tuple[Any, ...], wait_replicas: int, deadline: float
+) -> Any:
+    """A pipeline: the take (``SET ... XX GET KEEPTTL`` or ``GETDEL``), then WAIT on the
+    same connection (one round trip).
+
+    If fewer replicas than asked acknowledge the write before the deadline, the
     redeem fails closed: a failover could otherwise resurrect the ticket.
 
     ``WAIT`` counts acknowledgements of the last write *of its own connection*, so
-    it must travel with the GETDEL:
+    it must travel with the take:
 
     - on Cluster, a keyless ``WAIT`` would be routed to other nodes (and other
       connections), where it waits for nothing; it is pinned to the key's node,
-      which puts it in that node's pipeline, on the GETDEL's connection;
+      which puts it in that node's pipeline, on the take's connection;
     - its server-side timeout stays well under the client's socket timeout: a
       ``WAIT`` that blocks as long as the socket timeout races it, and the
-      client's retry would then re-send the whole pipeline (a second GETDEL
+      client's retry would then re-send the whole pipeline (a second take
       finds nothing), turning "not acknowledged" into "invalid ticket".
     """
     timeout_ms = max(1, int(min(deadline, client_socket_timeout(client)) * 1000) // 2)
+    key = command[1]
     pipe = client.pipeline(transaction=False)
-    pipe.getdel(key)
+    pipe.execute_command(*command, **_take_options(command))
     node_from_key = getattr(client, "get_node_from_key", None)
     if node_from_key is not None:  # RedisCluster
         pipe.execute_command("WAIT", wait_replicas, timeout_ms, target_nodes=node_from_key(key))
@@ -386,7 +436,7 @@ def _replicated_take(client: Any, key: str, wait_replicas: int, deadline: float)
 
 
 def _acknowledged(replies: Sequence[Any], wait_replicas: int) -> bytes | None:
-    """The GETDEL's value if enough replicas acknowledged the delete, else fail closed."""
+    """The take's value if enough replicas acknowledged the write, else fail closed."""
     value, acknowledged = replies
     if int(acknowledged) < wait_replicas:
         raise StoreUnavailable(
