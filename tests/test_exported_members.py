@@ -134,6 +134,19 @@ EXPECTED: dict[str, set[str]] = {
         "stream_key", "subject_id", "target_of",
     },
     "ticketd.revocation_metrics": {"PROPAGATION_BUCKETS", "PrometheusWatchObserver"},
+    "ticketd.redemption_metrics": {"PrometheusRedemptionObserver", "replay_kind"},
+    "ticketd.replay": {
+        "DEFAULT_REPLAY_GRACE", "RedemptionObserver", "ReplayPolicy", "action_for", "is_retry",
+        "notify", "outcome_of", "replay_fields", "replay_policy", "responded", "revocation_for",
+    },
+    "ticketd.tombstones": {
+        "TOMBSTONE_VERSION", "Replay", "Tombstone", "client_fingerprint", "connection_id",
+        "decode_tombstone", "encode_tombstone", "first_use", "is_tombstone", "replay_of",
+        "settled",
+    },
+    "ticketd.webhook": {
+        "EVENT_TYPE", "ReplayWebhook", "replay_payload", "sign", "signing_key", "verify",
+    },
     "ticketd.revoker": {
         "BlockingRevoker", "DEFAULT_TTL", "Revoker", "check_revoked", "check_revoked_blocking",
     },

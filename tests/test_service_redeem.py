@@ -19,6 +19,7 @@ from tests.support.service_support import (
     make_settings,
     running_service,
     ticket_keys,
+    tombstone_keys,
 )
 from ticketd.service.openapi import render
 
@@ -62,9 +63,52 @@ def test_redeem_returns_claims_once(http: httpx.Client, redis_sync: redis.Redis)
     assert (claims["subject"], claims["origin"], claims["audience"]) == (5, APP_ORIGIN, "chat")
     assert first.headers["cache-control"] == "no-store"
     assert ticket_keys(redis_sync) == []
+    assert len(tombstone_keys(redis_sync)) == 1  # lives until the TTL: a replay is known
     again = redeem(http, {"ticket": ticket, "origin": APP_ORIGIN, "audience": "chat"})
     assert again.status_code == 401
     assert again.json()["code"] == "invalid"
+
+
+def _answer(response: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes]:
+    """What the caller sees (headers that differ per response by nature left out)."""
+    varying = {"date", "content-length", "server"}
+    headers = sorted((k, v) for k, v in response.headers.items() if k.lower() not in varying)
+    return response.status_code, headers, response.content
+
+
+def _metric(text: str, line_start: str) -> float:
+    values = [float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(line_start)]
+    return sum(values)
+
+
+def test_a_replay_reads_like_an_unknown_ticket_but_is_counted_and_logged(
+    http: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", "ticketd.service")
+    ticket = mint(http)
+    body = {"ticket": ticket, "origin": APP_ORIGIN, "audience": "chat", "client_ip": "192.0.2.7"}
+    assert redeem(http, body).status_code == 200
+    before = http.get("/metrics").text
+    same_id = {"Authorization": f"Bearer {SERVICE_KEY}", "X-Request-ID": "replay-check-0001"}
+    replayed = http.post("/v1/tickets/redeem", json=body, headers=same_id)
+    unknown = http.post(
+        "/v1/tickets/redeem", json={**body, "ticket": "A" * 42 + "A"}, headers=same_id
+    )
+    assert replayed.status_code == 401
+    assert _answer(replayed) == _answer(unknown)  # byte for byte, headers included
+    after = http.get("/metrics").text
+    replayed_line = 'ticketd_redemptions_total{outcome="replayed",via="http"}'
+    invalid_line = 'ticketd_redemptions_total{outcome="invalid",via="http"}'
+    assert _metric(after, replayed_line) == _metric(before, replayed_line) + 1
+    assert _metric(after, invalid_line) == _metric(before, invalid_line) + 1  # the unknown one
+    retry_line = 'ticketd_replays_total{kind="retry"}'
+    assert _metric(after, retry_line) == _metric(before, retry_line) + 1  # same client, at once
+    lines = [r.getMessage() for r in caplog.records if "why=replayed" in r.getMessage()]
+    assert len(lines) == 1
+    for fact in ("code=invalid", "same_client=yes", "since_first_use_ms=", "action=none"):
+        assert fact in lines[0]
+    for secret in (ticket, "192.0.2.7"):
+        assert secret not in caplog.text
 
 
 def test_both_rotated_service_keys_work(http: httpx.Client) -> None:

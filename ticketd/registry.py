@@ -85,8 +85,10 @@ class LiveConnections:
         self._lock = threading.Lock()
         self._by_subject: dict[str, set[LiveConnection]] = {}
 
-    def add(self, claims: Claims) -> LiveConnection:
-        entry = LiveConnection(claims, secrets.token_urlsafe(12))
+    def add(self, claims: Claims, connection_id: str | None = None) -> LiveConnection:
+        """Register a connection under ``connection_id`` (the ticket's, which a replay's
+        ``close_first`` revokes; :func:`~ticketd.tombstones.connection_id`), or a new one."""
+        entry = LiveConnection(claims, connection_id or secrets.token_urlsafe(12))
         with self._lock:
             self._by_subject.setdefault(entry.target.subject, set()).add(entry)
         return entry

@@ -38,8 +38,10 @@ __all__ = [
     "RedemptionObserver",
     "ReplayPolicy",
     "action_for",
+    "is_retry",
     "notify",
     "outcome_of",
+    "replay_fields",
     "replay_policy",
     "responded",
     "revocation_for",
@@ -133,6 +135,19 @@ class RedemptionObserver:
 
     def redeemed(self, outcome: str, rejection: TicketRejected | None) -> None:
         """One redeem finished."""
+
+
+def replay_fields(replay: Replay | None) -> str:
+    """A replay's facts for a log line (``""`` for no replay): nothing secret in them."""
+    if replay is None:
+        return ""
+    return (
+        f" since_first_use_ms={replay.since_first_use_ms}"
+        f" same_client={'yes' if replay.same_client else 'no'}"
+        f" retry={'yes' if replay.retry else 'no'}"
+        f" action={replay.action}"
+        f" subject={(replay.subject or '-')[:8]}"
+    )
 
 
 def notify(observers: Sequence[RedemptionObserver], result: Claims | TicketError) -> None:

@@ -8,9 +8,10 @@ later), Sentinel, Cluster, managed services and fakeredis:
   trip: the record comes back and a tombstone (:mod:`ticketd.tombstones`) stays until
   the ticket's TTL, so a second redeem learns it is a replay. Two concurrent redeems
   of one ticket cannot both see the record. (``take(key)`` without a tombstone is the
-  plain ``GETDEL``.) Then, for an accepted record only, ``SET key tombstone XX
-  KEEPTTL`` (:meth:`TicketStore.settle`) adds the subject and session hashes,
-  best effort.
+  plain ``GETDEL``.) Then ``SET key tombstone XX KEEPTTL`` (:meth:`TicketStore.settle`,
+  best effort): for an accepted record, a tombstone with the subject and session
+  hashes; for a replay, the first use's tombstone back (the replay's own ``SET``
+  overwrote it), so a third use still learns about the first.
 
 Every failure (connection, timeout, an error reply such as OOM under
 ``maxmemory``, or the overall deadline) becomes :class:`StoreUnavailable`, which

@@ -188,6 +188,8 @@ class TicketVerifier(_VerifierBase[TicketStore]):
         if isinstance(outcome, Claims):
             await self.store.settle(take.key, encode_tombstone(settled(mark, outcome)))
             return outcome
+        if outcome.replay is not None and raw is not None:
+            await self.store.settle(take.key, raw)  # the first use's tombstone, not ours
         raise await self._respond(outcome)
 
     async def _respond(self, rejection: TicketRejected) -> TicketRejected:
@@ -246,6 +248,8 @@ class BlockingTicketVerifier(_VerifierBase[BlockingTicketStore]):
         if isinstance(outcome, Claims):
             self.store.settle(take.key, encode_tombstone(settled(mark, outcome)))
             return outcome
+        if outcome.replay is not None and raw is not None:
+            self.store.settle(take.key, raw)  # the first use's tombstone, not ours
         raise self._respond(outcome)
 
     def _respond(self, rejection: TicketRejected) -> TicketRejected:

@@ -91,7 +91,7 @@ async def hold(
     if watch is None or isinstance(outcome, Denied):
         return outcome
     try:
-        entry = await watch.admit(outcome.claims)
+        entry = await watch.admit(outcome.claims, outcome.connection_id)
     except TicketRejected as exc:
         return _revoked(exc)
     except StoreUnavailable:
@@ -109,7 +109,7 @@ def hold_blocking(
     if watch is None or isinstance(outcome, Denied):
         return outcome
     try:
-        entry = watch.admit(outcome.claims)
+        entry = watch.admit(outcome.claims, outcome.connection_id)
     except TicketRejected as exc:
         return _revoked(exc)
     except StoreUnavailable:
