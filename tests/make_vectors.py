@@ -632,7 +632,8 @@ async def _python_redeem(case: dict[str, Any]) -> dict[str, Any]:
         else None
     )
     result["record_left"] = left is not None and not is_tombstone(left)
-    result["tombstone"] = left.decode() if left is not None and is_tombstone(left) else None
+    text = left.decode() if isinstance(left, bytes) else left
+    result["tombstone"] = text if text is not None and is_tombstone(text) else None
     await client.aclose()
     return result
 

@@ -195,7 +195,8 @@ async def redeem_once(vector: dict[str, Any]) -> dict[str, Any]:
         outcome = {"outcome": "ok", "status": 101, "claims": claims}
     left = await client.get(key) if key is not None else None
     outcome["record_left"] = left is not None and not is_tombstone(left)
-    outcome["tombstone"] = left.decode() if left is not None and is_tombstone(left) else None
+    text = left.decode() if isinstance(left, bytes) else left
+    outcome["tombstone"] = text if text is not None and is_tombstone(text) else None
     await client.aclose()
     return outcome
 
