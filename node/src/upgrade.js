@@ -15,7 +15,6 @@
  * close`, `Content-Length`, the body "ticket rejected"), ended and then destroyed
  * once written, so the client receives it. Every refusal has the same body.
  */
-import { randomBytes } from "node:crypto";
 import { STATUS_CODES } from "node:http";
 import { StoreUnavailable, TicketRejected, UNAVAILABLE_STATUS } from "./errors.js";
 import { CLOSE_SESSION_ENDED } from "./feed.js";
@@ -30,6 +29,7 @@ import {
 import { resolveLogger } from "./log.js";
 import { revocationSubject } from "./revocation.js";
 import { logId } from "./tickets.js";
+import { connectionIdOf } from "./tombstones.js";
 
 export const DENIAL_BODY = "ticket rejected\n";
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -127,7 +127,9 @@ export function ticketUpgrade({ wss, verifier, path, onAccept, revocations, clie
       claims = await verifier.redeem(presented.ticket, {
         origin: requestOrigin(headers),
         clientIp: addressOf(req),
-        onClaims: revocations ? (c) => (held = revocations.hold(revocationSubject(c, connectionId()))) : undefined,
+        onClaims: revocations
+          ? (c) => (held = revocations.hold(revocationSubject(c, connectionIdOf(presented.ticket))))
+          : undefined,
       });
       if (held?.revoked) throw new TicketRejected("revoked", { ticketHash: logId(presented.ticket) });
     } catch (error) {
@@ -150,7 +152,7 @@ export function ticketUpgrade({ wss, verifier, path, onAccept, revocations, clie
     req.ticketd = {
       claims,
       subprotocol: presented.subprotocol,
-      connectionId: held?.who.connectionId ?? connectionId(),
+      connectionId: held?.who.connectionId ?? connectionIdOf(presented.ticket),
     };
     wss.handleUpgrade(req, socket, head, (ws) => {
       ws.ticketd = req.ticketd;
@@ -187,8 +189,4 @@ export function ticketUpgrade({ wss, verifier, path, onAccept, revocations, clie
       refuse(socket, 500);
     });
   };
-}
-
-function connectionId() {
-  return randomBytes(12).toString("base64url");
 }
