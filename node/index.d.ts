@@ -69,7 +69,7 @@ export class TicketRejected extends TicketdError {
   readonly ticketHash: string | null;
   /** For logs only: "issued_in_future", "expired_by_clock", "unreadable_record" or "replayed". */
   readonly detail: string | null;
-  /** With detail "replayed": what the ticket's tombstone tells (docs/PROTOCOL.md section 7). */
+  /** With detail "replayed": what the ticket's tombstone tells (docs/PROTOCOL.md section 8). */
   readonly replay: Replay | null;
   readonly status: number;
 }

@@ -502,7 +502,7 @@ def _tombstone(
     subject: str | None = None,
     session: str | None = None,
 ) -> str:
-    """A tombstone as the spec says (PROTOCOL.md section 7), computed here, not by ticketd."""
+    """A tombstone as the spec says (PROTOCOL.md section 8), computed here, not by ticketd."""
     fingerprint = (
         None
         if client_ip is None
@@ -520,7 +520,7 @@ def _tombstone(
 
 
 def _replay_cases() -> list[dict[str, Any]]:
-    """What Redis holds is a tombstone: a replay, refused as ``invalid`` (PROTOCOL.md 7)."""
+    """What Redis holds is a tombstone: a replay, refused as ``invalid`` (PROTOCOL.md 8)."""
     first_ip = "203.0.113.9"
     subject = spec_subject_id("user-1")
     session = spec_session_hash("sess-1")
@@ -822,7 +822,7 @@ def revocation_vectors() -> dict[str, Any]:
 
 
 def tombstone_vectors() -> dict[str, Any]:
-    """Tombstone fields and decoding (PROTOCOL.md section 7), from the Python implementation."""
+    """Tombstone fields and decoding (PROTOCOL.md section 8), from the Python implementation."""
     addresses = [
         "203.0.113.9",
         "203.0.113.9:4431",

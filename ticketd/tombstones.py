@@ -8,7 +8,7 @@ ticket is told (``invalid``); the logs, metrics, the replay policy and the webho
 know more (:class:`Replay`).
 
 The tombstone is a compact JSON array, version ``0`` (records are ``1`` and ``2``,
-so no decoder mistakes one for the other; ``docs/PROTOCOL.md`` section 7)::
+so no decoder mistakes one for the other; ``docs/PROTOCOL.md`` section 8)::
 
     [0, first_used_ms, client|null, connection, subject|null, session|null]
 

@@ -1,6 +1,6 @@
 /**
  * Tombstones: what a redeemed ticket leaves in Redis until its TTL, and what a
- * replay learns from it (docs/PROTOCOL.md section 7; Python's ticketd.tombstones). No I/O.
+ * replay learns from it (docs/PROTOCOL.md section 8; Python's ticketd.tombstones). No I/O.
  *
  *     [0, first_used_ms, client|null, connection, subject|null, session|null]
  *

@@ -6,7 +6,7 @@
  * 2. the redeem command (`SET key tombstone XX GET KEEPTTL`) on the hashed key: the
  *    ticket is burned whatever follows, and its tombstone stays until the TTL;
  * 3. no record, or an unreadable one → `invalid`; a tombstone → `invalid` with the
- *    detail `replayed` and `error.replay` (docs/PROTOCOL.md section 7);
+ *    detail `replayed` and `error.replay` (docs/PROTOCOL.md section 8);
  * 4. binding checks (expiry, Origin, audience, client address);
  * 5. revocation state → `revoked`.
  *
