@@ -258,7 +258,6 @@ export function clientFingerprint(clientIp: string | null | undefined): string |
 export interface Tombstone {
   readonly firstUsedMs: number;
   readonly client: string | null;
-  readonly connection: string;
   readonly subject: string | null;
   readonly session: string | null;
 }

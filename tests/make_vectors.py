@@ -510,12 +510,7 @@ def _tombstone(
         .rstrip(b"=")
         .decode()[:8]
     )
-    connection = (
-        base64.urlsafe_b64encode(hashlib.sha256(f"connection:{T}".encode()).digest())
-        .rstrip(b"=")
-        .decode()[:16]
-    )
-    item = [0, NOW_MS - ago_ms, fingerprint, connection, subject, session]
+    item = [0, NOW_MS - ago_ms, fingerprint, subject, session]
     return json.dumps(item, separators=(",", ":"))
 
 
@@ -573,7 +568,7 @@ def _replay_cases() -> list[dict[str, Any]]:
         {"name": "unreadable tombstone", "record": "[0,1]", "client_ip": None},
         {
             "name": "tombstone of another length",
-            "record": '[0,1,null,"c",null,null,1]',
+            "record": "[0,1,null,null,null,1]",
             "client_ip": None,
         },
     ]
@@ -834,26 +829,25 @@ def tombstone_vectors() -> dict[str, Any]:
     ]
     tickets = [T, U]
     valid = [
-        Tombstone(NOW_MS, "abcdefgh", connection_id(T)),
-        Tombstone(NOW_MS, None, connection_id(T), spec_subject_id("user-1")),
-        Tombstone(
-            NOW_MS, "abcdefgh", connection_id(T), spec_subject_id(42), spec_session_hash("s")
-        ),
+        Tombstone(NOW_MS, "abcdefgh"),
+        Tombstone(NOW_MS, None, spec_subject_id("user-1")),
+        Tombstone(NOW_MS, "abcdefgh", spec_subject_id(42), spec_session_hash("s")),
     ]
     invalid = [
         "[0]",
         "[0,1]",
-        '[0,1,null,"c",null]',
-        '[0,1,null,"c",null,null,1]',
-        '[0,1.5,null,"c",null,null]',
-        '[0,true,null,"c",null,null]',
-        "[0,1,null,null,null,null]",
-        '[0,1,5,"c",null,null]',
-        '[0,1,null,"c",7,null]',
-        '[0,1,null,"c",null,[]]',
-        '[false,1,null,"c",null,null]',
+        "[0,1,null,null]",
+        "[0,1,null,null,null,1]",
+        "[0,1.5,null,null,null]",
+        "[0,1.0,null,null,null]",
+        "[0,1e3,null,null,null]",
+        "[0,true,null,null,null]",
+        "[0,1,5,null,null]",
+        "[0,1,null,7,null]",
+        "[0,1,null,null,[]]",
+        "[false,1,null,null,null]",
         '{"v":0}',
-        '[0,9007199254740993,null,"c",null,null]',
+        "[0,9007199254740993,null,null,null]",
     ]
     for raw in invalid:
         try:
@@ -870,7 +864,6 @@ def tombstone_vectors() -> dict[str, Any]:
                 "raw": encode_tombstone(t).decode(),
                 "first_used_ms": t.first_used_ms,
                 "client": t.client,
-                "connection": t.connection,
                 "subject": t.subject,
                 "session": t.session,
             }

@@ -6,10 +6,11 @@ and every framework adapter — is the same three steps, of which only the middl
 touches Redis::
 
     take = ticket_to_take(ticket, key_prefix=prefix)     # 1. format check → the key
-    mark = first_use(take.connection, client_ip, now=clock())  # the tombstone to leave
+    mark = first_use(client_ip, now=clock())             #    the tombstone to leave
     raw = store.take(take.key, encode_tombstone(mark))   # 2. SET XX GET: the ticket is burned
     outcome = decide(raw, Handshake(origin, audience, client_ip), now=clock(),
-                     leeway=leeway, ticket_hash=take.ticket_hash)  # 3. Claims or a refusal
+                     leeway=leeway, ticket_hash=take.ticket_hash,
+                     connection=take.connection)     # 3. Claims or a refusal
 
 **Replays.** Step 2 replaces the record by a tombstone (:mod:`ticketd.tombstones`)
 that lives until the ticket's TTL. When step 2 returns a tombstone, the ticket was
@@ -68,7 +69,8 @@ class TakeTicket:
     key: str
     ticket_hash: str
     connection: str = ""
-    """:func:`~ticketd.tombstones.connection_id` of the ticket (the tombstone holds it)."""
+    """:func:`~ticketd.tombstones.connection_id` of the ticket: the id its connection is
+    registered under, which a replay's ``close_first`` revokes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +108,16 @@ def decide(
     now: float,
     leeway: float = DEFAULT_LEEWAY,
     ticket_hash: str | None = None,
+    connection: str = "",
 ) -> Claims | TicketRejected:
-    """Step 3: the removed record (``None``: there was none) and the handshake → the outcome."""
+    """Step 3: the removed value (``None``: there was none) and the handshake → the outcome.
+
+    ``connection`` is :attr:`TakeTicket.connection`, for a replay's
+    :attr:`~ticketd.tombstones.Replay.connection`."""
     if raw is None:
         return TicketRejected(Reason.INVALID, ticket_hash=ticket_hash)
     if is_tombstone(raw):
-        return _replayed(raw, handshake, now=now, ticket_hash=ticket_hash)
+        return _replayed(raw, handshake, now=now, ticket_hash=ticket_hash, connection=connection)
     try:
         claims = decode_record(raw)
     except ValueError:
@@ -141,7 +147,7 @@ def decide(
 
 
 def _replayed(
-    raw: bytes, handshake: Handshake, *, now: float, ticket_hash: str | None
+    raw: bytes, handshake: Handshake, *, now: float, ticket_hash: str | None, connection: str
 ) -> TicketRejected:
     """A tombstone came back: ``invalid``, detail ``replayed`` (or ``unreadable_record``)."""
     try:
@@ -154,5 +160,5 @@ def _replayed(
         Reason.INVALID,
         ticket_hash=ticket_hash,
         detail=Detail.REPLAYED,
-        replay=replay_of(tombstone, handshake.client_ip, now=now),
+        replay=replay_of(tombstone, handshake.client_ip, now=now, connection=connection),
     )

@@ -10,16 +10,17 @@ know more (:class:`Replay`).
 The tombstone is a compact JSON array, version ``0`` (records are ``1`` and ``2``,
 so no decoder mistakes one for the other; ``docs/PROTOCOL.md`` section 8)::
 
-    [0, first_used_ms, client|null, connection, subject|null, session|null]
+    [0, first_used_ms, client|null, subject|null, session|null]
 
 - ``first_used_ms``: when the first redeem ran, by the redeeming server's clock;
 - ``client``: :func:`client_fingerprint` of the first redeemer's client address;
-- ``connection``: :func:`connection_id` of the ticket, the id the first connection
-  is registered under (what ``close_first`` revokes);
 - ``subject`` / ``session``: ``S(subject)`` and ``H(session)`` of
   :mod:`ticketd.revocation`, written by a second command once the record was read
   and accepted (the first command cannot know them); ``null`` before that, or when
   the first use was refused.
+
+The first connection's id is not stored: it is :func:`connection_id` of the ticket,
+which every later redeem of the same ticket holds (what ``close_first`` revokes).
 
 Nothing in it is a secret: hashes and a time.
 """
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 TOMBSTONE_VERSION = 0
-_LENGTH = 6
+_LENGTH = 5
 _MAX_MILLIS = 2**53
 
 
@@ -87,7 +88,6 @@ class Tombstone:
 
     first_used_ms: int
     client: str | None
-    connection: str
     subject: str | None = None
     session: str | None = None
 
@@ -97,7 +97,6 @@ def encode_tombstone(tombstone: Tombstone) -> bytes:
         TOMBSTONE_VERSION,
         tombstone.first_used_ms,
         tombstone.client,
-        tombstone.connection,
         tombstone.subject,
         tombstone.session,
     ]
@@ -127,21 +126,19 @@ def decode_tombstone(raw: bytes | str) -> Tombstone:
         or item[0] != TOMBSTONE_VERSION
     ):
         raise ValueError("unknown tombstone format")
-    _, first_ms, client, connection, subject, session = item
+    _, first_ms, client, subject, session = item
     if (
         type(first_ms) is not int
         or not -_MAX_MILLIS <= first_ms <= _MAX_MILLIS
-        or not isinstance(connection, str)
         or not all(_optional_text(v) for v in (client, subject, session))
     ):
         raise ValueError("malformed tombstone")
-    return Tombstone(first_ms, client, connection, subject, session)
+    return Tombstone(first_ms, client, subject, session)
 
 
-def first_use(connection: str, client_ip: str | None, *, now: float) -> Tombstone:
-    """The tombstone a redeem writes before it knows the record (``connection``:
-    :func:`connection_id` of the ticket)."""
-    return Tombstone(round(now * 1000), client_fingerprint(client_ip), connection)
+def first_use(client_ip: str | None, *, now: float) -> Tombstone:
+    """The tombstone a redeem writes before it knows the record."""
+    return Tombstone(round(now * 1000), client_fingerprint(client_ip))
 
 
 def settled(tombstone: Tombstone, claims: Claims) -> Tombstone:
@@ -149,7 +146,6 @@ def settled(tombstone: Tombstone, claims: Claims) -> Tombstone:
     return Tombstone(
         tombstone.first_used_ms,
         tombstone.client,
-        tombstone.connection,
         subject_id(claims.subject),
         session_hash(claims.session) if claims.session else None,
     )
@@ -173,8 +169,11 @@ class Replay:
     retry: bool = False
 
 
-def replay_of(tombstone: Tombstone, client_ip: str | None, *, now: float) -> Replay:
-    """The replay a tombstone reveals to a redeem from ``client_ip`` at ``now``.
+def replay_of(
+    tombstone: Tombstone, client_ip: str | None, *, now: float, connection: str
+) -> Replay:
+    """The replay a tombstone reveals to a redeem from ``client_ip`` at ``now``
+    (``connection``: :func:`connection_id` of the replayed ticket).
 
     "Same client" needs both addresses: an unknown one is never the same.
     """
@@ -182,7 +181,7 @@ def replay_of(tombstone: Tombstone, client_ip: str | None, *, now: float) -> Rep
     return Replay(
         since_first_use_ms=max(0, round(now * 1000) - tombstone.first_used_ms),
         same_client=fingerprint is not None and fingerprint == tombstone.client,
-        connection=tombstone.connection,
+        connection=connection,
         subject=tombstone.subject,
         session=tombstone.session,
     )

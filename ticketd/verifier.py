@@ -112,7 +112,7 @@ class _VerifierBase(Generic[_Store]):
 
     def _take(self, ticket: str, client_ip: str | None) -> tuple[TakeTicket, Tombstone]:
         take = ticket_to_take(ticket, key_prefix=self.key_prefix)
-        return take, first_use(take.connection, client_ip, now=self.clock())
+        return take, first_use(client_ip, now=self.clock())
 
     def _decide(
         self,
@@ -129,6 +129,7 @@ class _VerifierBase(Generic[_Store]):
             now=self.clock(),
             leeway=self.leeway,
             ticket_hash=take.ticket_hash,
+            connection=take.connection,
         )
 
     def _response(self, rejection: TicketRejected) -> tuple[str, Revocation | None]:

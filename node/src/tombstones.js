@@ -2,11 +2,11 @@
  * Tombstones: what a redeemed ticket leaves in Redis until its TTL, and what a
  * replay learns from it (docs/PROTOCOL.md section 8; Python's ticketd.tombstones). No I/O.
  *
- *     [0, first_used_ms, client|null, connection, subject|null, session|null]
+ *     [0, first_used_ms, client|null, subject|null, session|null]
  *
- * `client` is 8 characters of a hash of the first redeemer's address, `connection`
- * the id the first connection is registered under (derived from the ticket),
- * `subject`/`session` the revocation hashes S and H once the record was accepted.
+ * `client` is 8 characters of a hash of the first redeemer's address,
+ * `subject`/`session` the revocation hashes S and H once the record was accepted. The
+ * first connection's id is not stored: it is `connectionIdOf(ticket)`.
  */
 import { createHash } from "node:crypto";
 import { canonicalIp } from "./binding.js";
@@ -28,11 +28,10 @@ export function clientFingerprint(clientIp) {
 }
 
 /** The tombstone a redeem writes before it knows the record. */
-export function firstUse(ticket, clientIp, nowSeconds) {
+export function firstUse(clientIp, nowSeconds) {
   return {
     firstUsedMs: Math.round(nowSeconds * 1000),
     client: clientFingerprint(clientIp),
-    connection: connectionIdOf(ticket),
     subject: null,
     session: null,
   };
@@ -48,7 +47,7 @@ export function settled(tombstone, claims) {
 }
 
 export function encodeTombstone(t) {
-  return JSON.stringify([0, t.firstUsedMs, t.client, t.connection, t.subject, t.session]);
+  return JSON.stringify([0, t.firstUsedMs, t.client, t.subject, t.session]);
 }
 
 const asText = (raw) => (typeof raw === "string" ? raw : Buffer.from(raw).toString("utf8"));
@@ -68,8 +67,8 @@ export function decodeTombstone(raw) {
   } catch {
     throw new RangeError("unknown tombstone format");
   }
-  if (!Array.isArray(item) || item.length !== 6 || item[0] !== 0) throw new RangeError("unknown tombstone format");
-  const [, firstUsedMs, client, connection, subject, session] = item;
+  if (!Array.isArray(item) || item.length !== 5 || item[0] !== 0) throw new RangeError("unknown tombstone format");
+  const [, firstUsedMs, client, subject, session] = item;
   // JSON.parse reads 1.0 as 1: the raw text decides whether the time was an integer.
   const literal = /^\[\s*0\s*,\s*(-?\d+)\s*,/.exec(asText(raw));
   if (
@@ -77,21 +76,20 @@ export function decodeTombstone(raw) {
     !Number.isInteger(firstUsedMs) ||
     Math.abs(firstUsedMs) > MAX_MILLIS ||
     BigInt(literal[1]) !== BigInt(firstUsedMs) ||
-    typeof connection !== "string" ||
     ![client, subject, session].every(optionalText)
   ) {
     throw new RangeError("malformed tombstone");
   }
-  return { firstUsedMs, client, connection, subject, session };
+  return { firstUsedMs, client, subject, session };
 }
 
-/** What a tombstone reveals to a redeem from `clientIp` at `nowSeconds`. */
-export function replayOf(tombstone, clientIp, nowSeconds) {
+/** What a tombstone reveals to a redeem of `ticket` from `clientIp` at `nowSeconds`. */
+export function replayOf(tombstone, ticket, clientIp, nowSeconds) {
   const fingerprint = clientFingerprint(clientIp);
   return {
     sinceFirstUseMs: Math.max(0, Math.round(nowSeconds * 1000) - tombstone.firstUsedMs),
     sameClient: fingerprint !== null && fingerprint === tombstone.client,
-    connection: tombstone.connection,
+    connection: connectionIdOf(ticket),
     subject: tombstone.subject,
     session: tombstone.session,
   };

@@ -115,14 +115,14 @@ class RedisVerifier extends BaseVerifier {
     const digest = this._check(ticket);
     const ticketHash = digest.slice(0, 8);
     const key = this.keyPrefix + digest;
-    const mark = firstUse(ticket, clientIp, this.clock());
+    const mark = firstUse(clientIp, this.clock());
     try {
       const raw = await send(this.redis, redeemCommand(key, encodeTombstone(mark)), {
         deadlineMs: this.deadlineMs,
         operation: "redeem",
       });
       if (raw !== null && raw !== undefined && isTombstone(raw)) {
-        const rejection = this._replayed(raw, { ticketHash, clientIp });
+        const rejection = this._replayed(raw, { ticket, ticketHash, clientIp });
         // The first use's tombstone back (ours overwrote it), if it was one.
         if (rejection.replay) await this._settle(key, raw);
         throw rejection;
@@ -146,14 +146,14 @@ class RedisVerifier extends BaseVerifier {
     }
   }
 
-  _replayed(raw, { ticketHash, clientIp }) {
+  _replayed(raw, { ticket, ticketHash, clientIp }) {
     let tombstone;
     try {
       tombstone = decodeTombstone(raw);
     } catch {
       return new TicketRejected("invalid", { ticketHash, detail: "unreadable_record" });
     }
-    const replay = replayOf(tombstone, clientIp, this.clock());
+    const replay = replayOf(tombstone, ticket, clientIp, this.clock());
     return new TicketRejected("invalid", { ticketHash, detail: "replayed", replay });
   }
 
