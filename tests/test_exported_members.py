@@ -161,7 +161,8 @@ EXPECTED: dict[str, set[str]] = {
         "DEV_ORIGINS", "add_demo_arguments", "app_from_environment", "build_parser", "main",
     },
     "ticketd.service.diagnostics": {
-        "check_store", "describe_failure", "redis_target", "warn_if_unreachable",
+        "check_redeem_command", "check_store", "describe_failure", "redis_target",
+        "warn_if_unreachable",
     },
     "ticketd.service.clientip": {"IPNetwork", "TrustedProxies"},
     "ticketd.service.logconfig": {

@@ -13,7 +13,7 @@ import pytest
 from tests.support.redis_topologies import redis_replicated
 from tests.support.twins import AnyVerifier, Kind, Stores
 from ticketd import BlockingTicketVerifier, Reason, TicketIssuer, TicketRejected, TicketVerifier
-from ticketd.exceptions import Detail
+from ticketd.exceptions import Detail, StoreOperation, StoreUnavailable
 from ticketd.issuer import DEFAULT_KEY_PREFIX
 from ticketd.replay import (
     RedemptionObserver,
@@ -300,3 +300,35 @@ async def test_wait_mode_keeps_tombstones(verifier_kind: Kind) -> None:
         finally:
             await verifier.close()
             await issuer.store.aclose()
+
+
+# -- check-config --connect: Redis 6.2 -------------------------------------------------------
+
+
+async def test_check_config_probes_the_redeem_command(redis_url: str) -> None:
+    import redis.asyncio
+    from redis.exceptions import ResponseError
+
+    from tests.support.service_support import make_settings
+    from ticketd import TicketStore
+    from ticketd.service.diagnostics import check_redeem_command
+
+    settings = make_settings(redis_url)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        assert await check_redeem_command(TicketStore(client, batch=False), settings) is None
+        assert await client.keys("*") == []  # XX: the probe wrote nothing
+
+        class OldRedis(TicketStore):  # what Redis 6.0 answers to GET in a SET
+            async def take(self, key: str, tombstone: bytes | None = None) -> bytes | None:
+                try:
+                    raise ResponseError("syntax error")
+                except ResponseError as exc:
+                    raise StoreUnavailable.from_error(StoreOperation.REDEEM, exc) from exc
+
+        problem = await check_redeem_command(OldRedis(client, batch=False), settings)
+        assert problem is not None
+        assert "needs Redis 6.2 or later" in problem
+        assert "syntax error" in problem
+    finally:
+        await client.aclose()
