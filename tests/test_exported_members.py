@@ -139,6 +139,9 @@ EXPECTED: dict[str, set[str]] = {
         "DEFAULT_REPLAY_GRACE", "RedemptionObserver", "ReplayPolicy", "action_for", "is_retry",
         "notify", "outcome_of", "replay_fields", "replay_policy", "responded", "revocation_for",
     },
+    "ticketd.takes": {
+        "acknowledged", "as_bytes", "replicated_take", "take_command", "take_options",
+    },
     "ticketd.tombstones": {
         "TOMBSTONE_VERSION", "Replay", "Tombstone", "client_fingerprint", "connection_id",
         "decode_tombstone", "encode_tombstone", "first_use", "is_tombstone", "replay_of",

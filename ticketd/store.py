@@ -41,10 +41,10 @@ from .connection import (
     async_client,
     client_address,
     client_kwargs,
-    client_socket_timeout,
     sync_client,
 )
 from .exceptions import StoreOperation, StoreUnavailable
+from .takes import acknowledged, as_bytes, replicated_take, take_command, take_options
 
 __all__ = [
     "DEFAULT_DEADLINE",
@@ -260,24 +260,24 @@ class TicketStore:
         when ``tombstone`` is ``None``); ``None`` if there was no value.
 
         The value returned may be an earlier redeem's tombstone. With
-        ``wait_replicas``, see :func:`_replicated_take`.
+        ``wait_replicas``, see :func:`~ticketd.takes.replicated_take`.
         """
-        command = _take_command(key, tombstone)
+        command = take_command(key, tombstone)
         try:
             if self.wait_replicas:
                 async with asyncio.timeout(self.deadline):
-                    pipe = _replicated_take(self.client, command, self.wait_replicas, self.deadline)
-                    return _acknowledged(await pipe.execute(), self.wait_replicas)
+                    pipe = replicated_take(self.client, command, self.wait_replicas, self.deadline)
+                    return acknowledged(await pipe.execute(), self.wait_replicas)
             if self.batcher is not None:  # the batcher enforces the deadline per batch
                 (value,) = await self.batcher.execute([command])
             else:
                 async with asyncio.timeout(self.deadline):
-                    value = await self.client.execute_command(*command, **_take_options(command))
+                    value = await self.client.execute_command(*command, **take_options(command))
         except _STORE_ERRORS as exc:
             raise StoreUnavailable.from_error(
                 StoreOperation.REDEEM, exc, where=client_address(self.client)
             ) from exc
-        return _as_bytes(value)
+        return as_bytes(value)
 
     async def settle(self, key: str, tombstone: bytes) -> bool:
         """Replace a tombstone by a fuller one (``SET key tombstone XX KEEPTTL``).
@@ -352,17 +352,17 @@ class BlockingTicketStore:
 
     def take(self, key: str, tombstone: bytes | None = None) -> bytes | None:
         """Blocking :meth:`TicketStore.take`."""
-        command = _take_command(key, tombstone)
+        command = take_command(key, tombstone)
         try:
             if self.wait_replicas:
-                pipe = _replicated_take(self.client, command, self.wait_replicas, self.deadline)
-                return _acknowledged(pipe.execute(), self.wait_replicas)
-            value = self.client.execute_command(*command, **_take_options(command))
+                pipe = replicated_take(self.client, command, self.wait_replicas, self.deadline)
+                return acknowledged(pipe.execute(), self.wait_replicas)
+            value = self.client.execute_command(*command, **take_options(command))
         except _BLOCKING_STORE_ERRORS as exc:
             raise StoreUnavailable.from_error(
                 StoreOperation.REDEEM, exc, where=client_address(self.client)
             ) from exc
-        return _as_bytes(value)
+        return as_bytes(value)
 
     def settle(self, key: str, tombstone: bytes) -> bool:
         """Blocking :meth:`TicketStore.settle`."""
@@ -392,61 +392,6 @@ def _check_stored(stored: object) -> None:
         raise StoreUnavailable("mint failed: key already exists", operation=StoreOperation.MINT)
 
 
-def _take_command(key: str, tombstone: bytes | None) -> tuple[Any, ...]:
-    if tombstone is None:
-        return ("GETDEL", key)
-    return ("SET", key, tombstone, "XX", "GET", "KEEPTTL")
-
-
-def _take_options(command: tuple[Any, ...]) -> dict[str, Any]:
-    """redis-py turns a ``SET`` reply into a bool unless told the command has ``GET``
-    (``set(..., get=True)`` does it; a bare ``execute_command`` would lose the record)."""
-    return {"get": True} if command[0] == "SET" else {}
-
-
-def _replicated_take(
-    client: Any, command: tuple[Any, ...], wait_replicas: int, deadline: float
-) -> Any:
-    """A pipeline: the take (``SET ... XX GET KEEPTTL`` or ``GETDEL``), then WAIT on the
-    same connection (one round trip).
-
-    If fewer replicas than asked acknowledge the write before the deadline, the
-    redeem fails closed: a failover could otherwise resurrect the ticket.
-
-    ``WAIT`` counts acknowledgements of the last write *of its own connection*, so
-    it must travel with the take:
-
-    - on Cluster, a keyless ``WAIT`` would be routed to other nodes (and other
-      connections), where it waits for nothing; it is pinned to the key's node,
-      which puts it in that node's pipeline, on the take's connection;
-    - its server-side timeout stays well under the client's socket timeout: a
-      ``WAIT`` that blocks as long as the socket timeout races it, and the
-      client's retry would then re-send the whole pipeline (a second take
-      finds nothing), turning "not acknowledged" into "invalid ticket".
-    """
-    timeout_ms = max(1, int(min(deadline, client_socket_timeout(client)) * 1000) // 2)
-    key = command[1]
-    pipe = client.pipeline(transaction=False)
-    pipe.execute_command(*command, **_take_options(command))
-    node_from_key = getattr(client, "get_node_from_key", None)
-    if node_from_key is not None:  # RedisCluster
-        pipe.execute_command("WAIT", wait_replicas, timeout_ms, target_nodes=node_from_key(key))
-    else:
-        pipe.execute_command("WAIT", wait_replicas, timeout_ms)
-    return pipe
-
-
-def _acknowledged(replies: Sequence[Any], wait_replicas: int) -> bytes | None:
-    """The take's value if enough replicas acknowledged the write, else fail closed."""
-    value, acknowledged = replies
-    if int(acknowledged) < wait_replicas:
-        raise StoreUnavailable(
-            f"redeem not acknowledged by {wait_replicas} replica(s) (got {int(acknowledged)})",
-            operation=StoreOperation.REDEEM,
-        )
-    return _as_bytes(value)
-
-
 def _check_timeouts(client: object, deadline: float) -> None:
     """Refuse a redis-py client that could block a thread longer than ``deadline``."""
     kwargs = client_kwargs(client)
@@ -460,13 +405,3 @@ def _check_timeouts(client: object, deadline: float) -> None:
                 f"({deadline:g} s): a blocking call cannot be cut short; "
                 "use BlockingTicketStore.from_url or ticketd.connection.sync_client"
             )
-
-
-def _as_bytes(value: object) -> bytes | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):  # a client created with decode_responses=True
-        return value.encode("utf-8")
-    raise StoreUnavailable("redeem failed: unexpected reply type", operation=StoreOperation.REDEEM)
