@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,10 @@ from tests.support.service_support import (
     ticket_keys,
     tombstone_keys,
 )
+from tests.support.webhooks import TIMEOUT, receiver
 from ticketd.service.openapi import render
+from ticketd.tombstones import connection_id
+from ticketd.webhook import verify
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -302,3 +306,39 @@ def test_the_bearer_scheme_is_case_insensitive(http: httpx.Client, scheme: str) 
         json={"ticket": mint(http), "origin": APP_ORIGIN, "audience": "chat"},
     )
     assert response.status_code == 200, response.text
+
+
+def test_the_service_applies_its_replay_policy_and_signs_the_webhook(
+    redis_url: str, redis_sync: redis.Redis
+) -> None:
+    hook_secret = "whsec_" + base64.b64encode(b"s" * 32).decode()
+    with receiver() as hook:
+        settings = make_settings(
+            redis_url,
+            service_keys=SERVICE_KEY,
+            on_replay="close_first",
+            replay_grace="2",
+            replay_webhook_url=hook.url,
+            replay_webhook_secret=hook_secret,
+        )
+        with running_service(settings) as base, httpx.Client(base_url=base, timeout=10) as http:
+            ticket = mint(http)
+            first = {"ticket": ticket, "origin": APP_ORIGIN, "audience": "chat"}
+            assert redeem(http, {**first, "client_ip": "192.0.2.7"}).status_code == 200
+            # The same client at once: a retry, ignored by the policy.
+            assert redeem(http, {**first, "client_ip": "192.0.2.7"}).status_code == 401
+            assert redis_sync.keys("ticketd:rv:*") == []
+            # Another client: the first connection is revoked.
+            assert redeem(http, {**first, "client_ip": "198.51.100.1"}).status_code == 401
+            (key,) = redis_sync.keys("ticketd:rv:*")
+            assert isinstance(key, bytes)
+            assert key.decode().endswith(f":c:{connection_id(ticket)}")
+            assert hook.arrived.wait(TIMEOUT)
+        # Leaving running_service closed the webhook after what was queued.
+    assert len(hook.received) == 2
+    actions = []
+    for headers, body in hook.received:
+        assert verify(hook_secret, headers, body, now=int(headers["webhook-timestamp"]))
+        actions.append(json.loads(body)["data"]["action"])
+        assert ticket.encode() not in body
+    assert actions == ["ignored_retry", "close_first"]

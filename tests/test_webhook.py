@@ -7,15 +7,11 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import fakeredis
 import pytest
 
+from tests.support.webhooks import TIMEOUT, receiver
 from ticketd import TicketIssuer, TicketRejected, TicketStore, TicketVerifier
 from ticketd.exceptions import Detail, Reason
 from ticketd.tombstones import Replay
@@ -23,7 +19,6 @@ from ticketd.webhook import ReplayWebhook, replay_payload, sign, signing_key, ve
 
 ORIGIN = "https://app.example.com"
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
-TIMEOUT = 5.0
 
 # The example of the Standard Webhooks specification (and of its reference libraries).
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -85,46 +80,6 @@ def test_the_payload_holds_no_secret() -> None:
 
 
 # -- a real receiver -------------------------------------------------------------------------
-
-
-@dataclass
-class Receiver:
-    url: str
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    arrived: threading.Event = field(default_factory=threading.Event)
-    release: threading.Event = field(default_factory=threading.Event)
-    status: int = 204
-
-
-@contextmanager
-def receiver(*, hold: bool = False, status: int = 204) -> Iterator[Receiver]:
-    """A local HTTP server; with ``hold``, each request waits until ``release`` is set."""
-    state: Receiver
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            state.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            state.arrived.set()
-            if hold:
-                state.release.wait(TIMEOUT * 2)
-            self.send_response(state.status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}/hooks", status=status)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        state.release.set()
-        server.shutdown()
-        server.server_close()
 
 
 async def replay_once(webhook: ReplayWebhook) -> TicketRejected:

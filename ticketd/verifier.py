@@ -43,7 +43,7 @@ from .replay import (
     revocation_for,
 )
 from .revocation import Revocation
-from .revoker import BlockingRevoker, Revoker
+from .revoker import DEFAULT_TTL, BlockingRevoker, Revoker
 from .store import BlockingTicketStore, StoreOptions, TicketStore
 from .tickets import Claims
 from .tombstones import Tombstone, encode_tombstone, first_use, settled
@@ -68,6 +68,7 @@ class _VerifierBase(Generic[_Store]):
         on_replay: ReplayPolicy | str = ReplayPolicy.ALERT,
         replay_grace: float = DEFAULT_REPLAY_GRACE,
         observers: Sequence[RedemptionObserver] = (),
+        revocation_ttl: float = DEFAULT_TTL,
     ) -> None:
         if isinstance(store, str | bytes):
             name = type(self).__name__
@@ -84,6 +85,7 @@ class _VerifierBase(Generic[_Store]):
         self.on_replay = replay_policy(on_replay)
         self.replay_grace = replay_grace
         self.observers = tuple(observers)
+        self.revocation_ttl = revocation_ttl
 
     @classmethod
     def from_url(
@@ -96,6 +98,7 @@ class _VerifierBase(Generic[_Store]):
         on_replay: ReplayPolicy | str = ReplayPolicy.ALERT,
         replay_grace: float = DEFAULT_REPLAY_GRACE,
         observers: Sequence[RedemptionObserver] = (),
+        revocation_ttl: float = DEFAULT_TTL,
         **options: Unpack[StoreOptions],
     ) -> Self:
         """Connect to Redis at ``url``; ``options`` are :class:`~ticketd.store.StoreOptions`."""
@@ -108,6 +111,7 @@ class _VerifierBase(Generic[_Store]):
             on_replay=on_replay,
             replay_grace=replay_grace,
             observers=observers,
+            revocation_ttl=revocation_ttl,
         )
 
     def _take(self, ticket: str, client_ip: str | None) -> tuple[TakeTicket, Tombstone]:
@@ -154,7 +158,9 @@ class TicketVerifier(_VerifierBase[TicketStore]):
     ``on_replay`` is the replay policy (:class:`~ticketd.replay.ReplayPolicy`) and
     ``replay_grace`` the seconds within which the active policies let a same-client
     retry pass; ``observers`` are told every outcome
-    (:class:`~ticketd.replay.RedemptionObserver`: metrics, the replay webhook).
+    (:class:`~ticketd.replay.RedemptionObserver`: metrics, the replay webhook);
+    ``revocation_ttl`` is how long the revocations an active policy writes last (the
+    session max age, as for :class:`~ticketd.revoker.Revoker`).
     """
 
     _store_class = TicketStore
@@ -204,7 +210,12 @@ class TicketVerifier(_VerifierBase[TicketStore]):
         return responded(rejection, action, grace=self.replay_grace)
 
     def _revoker(self) -> Revoker:
-        return Revoker(self.store.client, key_prefix=self.key_prefix, deadline=self.store.deadline)
+        return Revoker(
+            self.store.client,
+            key_prefix=self.key_prefix,
+            ttl=self.revocation_ttl,
+            deadline=self.store.deadline,
+        )
 
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless Redis answers within the deadline."""
@@ -264,7 +275,9 @@ class BlockingTicketVerifier(_VerifierBase[BlockingTicketStore]):
         return responded(rejection, action, grace=self.replay_grace)
 
     def _revoker(self) -> BlockingRevoker:
-        return BlockingRevoker(self.store.client, key_prefix=self.key_prefix)
+        return BlockingRevoker(
+            self.store.client, key_prefix=self.key_prefix, ttl=self.revocation_ttl
+        )
 
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless Redis answers within the deadline."""

@@ -175,7 +175,8 @@ class ReplayWebhook(RedemptionObserver):
                 self._thread.start()
 
     def _drop(self, cause: str) -> None:
-        self.dropped += 1
+        with self._lock:  # the delivery thread and the redeeming ones both drop
+            self.dropped += 1
         _logger.warning("replay webhook notification dropped cause=%s", cause)
         if self.on_drop is not None:
             self.on_drop(cause)

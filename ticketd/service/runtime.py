@@ -71,6 +71,7 @@ class Service:
             on_replay=settings.on_replay,
             replay_grace=settings.replay_grace,
             observers=[self.webhook] if self.webhook is not None else [],
+            revocation_ttl=settings.session_max_age,
         )
         self.revoker = Revoker(
             redis_client,
