@@ -4,12 +4,16 @@ Targets (ratios of one run's figures, medians over repeats):
   mint            >= 1.5x the naive mint, >= 0.5x the bare FastAPI endpoint (limits on),
                   limits on >= 0.85x limits off
   HTTP redeem     >= 0.5x the bare FastAPI endpoint
-  verifier redeem >= 1.5x raw single-command GETDEL at equal concurrency
-  memory          <= 180 bytes of Redis memory per outstanding ticket
+  verifier redeem >= 1.5x raw single-command GETDEL at equal concurrency (the verifier's
+                  redeem is the tombstone SET, then the settle; the raw tombstone SET is
+                  shown beside it)
+  memory          <= 180 bytes of Redis memory per outstanding ticket (and, reported,
+                  per tombstone a redeemed ticket leaves until its TTL)
   handshake       <= 1 ms p99 added to a websockets handshake over loopback Redis
   revocation      <= 1 s p99 from revoke() to 4403 at the client, two server processes
 
 ``--only mint`` runs the four HTTP mint variants and nothing else (their ratios);
+``--only redeem`` the in-process verifier redeem against both raw commands, and memory;
 ``--only cpu`` measures CPU time per mint request in-process instead (:mod:`bench.cpu`),
 which a machine busy with other work disturbs much less than requests per second.
 """
@@ -93,15 +97,22 @@ def node_redeem(url: str, ops: int, repeat: int) -> dict[str, Any] | None:
     return figures
 
 
+def redeem_inproc(url: str, ops: int) -> dict[str, Any]:
+    print("  redeem in-process (64 concurrent) ...", flush=True)
+    return {
+        "raw_getdel": asyncio.run(inproc.raw_getdel(url, ops, 64)),
+        "raw_tombstone_set": asyncio.run(inproc.raw_tombstone_set(url, ops, 64)),
+        "verifier": asyncio.run(inproc.verifier_redeem(url, ops, 64)),
+    }
+
+
 def run_once(url: str, args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     print("  mint over HTTP (wrk, 64 connections) ...", flush=True)
     figures["mint"] = http_mint(url, args.seconds)
     if args.only == "mint":
         return figures
-    print("  redeem in-process (64 concurrent) ...", flush=True)
-    figures["raw_getdel"] = asyncio.run(inproc.raw_getdel(url, args.ops, 64))
-    figures["verifier"] = asyncio.run(inproc.verifier_redeem(url, args.ops, 64))
+    figures |= redeem_inproc(url, args.ops)
     print("  redeem over HTTP ...", flush=True)
     figures["http_redeem"] = http_redeem(url, args.seconds)
     return figures
@@ -116,6 +127,9 @@ def ratios(figures: dict[str, Any]) -> dict[str, float]:
     }
     if "verifier" in figures:
         out["verifier / raw GETDEL"] = figures["verifier"]["ops"] / figures["raw_getdel"]["ops"]
+        out["verifier / raw tombstone SET"] = (
+            figures["verifier"]["ops"] / figures["raw_tombstone_set"]["ops"]
+        )
         out["HTTP redeem / bare"] = figures["http_redeem"]["rps"] / mint["bare"]["rps"]
     return out
 
@@ -149,7 +163,7 @@ def main() -> int:
     parser.add_argument("--handshakes", type=int, default=1000)
     parser.add_argument("--revocations", type=int, default=50, help="revocation runs")
     parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
-    parser.add_argument("--only", choices=["mint", "cpu"], help="run only these rows")
+    parser.add_argument("--only", choices=["mint", "cpu", "redeem"], help="run only these rows")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.ops, args.repeat, args.growth, args.handshakes = (
@@ -170,6 +184,8 @@ def main() -> int:
     with redis_server() as url:
         if args.only == "cpu":
             return _cpu_only(url, args.repeat)
+        if args.only == "redeem":
+            return _redeem_only(url, args)
         for run in range(args.repeat):
             print(f"run {run + 1}/{args.repeat}", flush=True)
             figures = run_once(url, args)
@@ -212,6 +228,7 @@ def main() -> int:
         ("ticketd mint (limits on, never hit)", "mint.ticketd", "rps"),
         ("ticketd mint, limits off (not a target)", "mint.ticketd_no_limits", "rps"),
         ("raw GETDEL, 64 concurrent (baseline)", "raw_getdel", "ops"),
+        ("raw SET tombstone XX GET KEEPTTL, 64 concurrent", "raw_tombstone_set", "ops"),
         ("ticketd verifier redeem, 64 concurrent", "verifier", "ops"),
         ("ticketd HTTP redeem", "http_redeem", "rps"),
     ):
@@ -231,15 +248,7 @@ def main() -> int:
         target = TARGETS.get(name)
         met = "-" if target is None else ("yes" if value >= target else "NO")
         rows.append([name, f"{value:.2f}x", f">= {target}x" if target else "-", met])
-    memory = report["memory"]["bytes_per_ticket"]
-    rows.append(
-        [
-            "Redis bytes per outstanding ticket",
-            f"{memory:.0f}",
-            f"<= {MAX_BYTES_PER_TICKET}",
-            "yes" if memory <= MAX_BYTES_PER_TICKET else "NO",
-        ]
-    )
+    rows += _memory_rows(report["memory"])
     added = report["handshake"]["added_p99_ms"]
     rows.append(
         ["handshake p99 added (ms)", f"{added:.3f}", "<= 1.0", "yes" if added <= 1.0 else "NO"]
@@ -294,6 +303,71 @@ def main() -> int:
     output = RESULTS / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
     output.write_text(json.dumps(report, indent=2))
     print(f"figures written to bench/results/{output.name}")
+    return 0
+
+
+def _memory_rows(memory: dict[str, float]) -> list[list[str]]:
+    record, tombstone = memory["bytes_per_ticket"], memory["bytes_per_tombstone"]
+    return [
+        [
+            "Redis bytes per outstanding ticket",
+            f"{record:.0f}",
+            f"<= {MAX_BYTES_PER_TICKET}",
+            "yes" if record <= MAX_BYTES_PER_TICKET else "NO",
+        ],
+        [
+            "Redis bytes per tombstone (until the TTL)",
+            f"{tombstone:.0f}",
+            f"<= {MAX_BYTES_PER_TICKET}",
+            "yes" if tombstone <= MAX_BYTES_PER_TICKET else "NO",
+        ],
+        [
+            "MEMORY USAGE of one key: record / tombstone",
+            f"{memory['memory_usage_record']:.0f} / {memory['memory_usage_tombstone']:.0f}",
+            "-",
+            "-",
+        ],
+    ]
+
+
+def _redeem_only(url: str, args: argparse.Namespace) -> int:
+    runs = []
+    for run in range(args.repeat):
+        figures = redeem_inproc(url, args.ops)
+        runs.append(figures)
+        print(
+            f"run {run + 1}/{args.repeat}: "
+            + ", ".join(f"{k} {v['ops']:,.0f} ops/s" for k, v in figures.items()),
+            flush=True,
+        )
+    rows = [["what", "ops/s (median)", "p50 ms", "p99 ms"]]
+    for label, key in (
+        ("raw GETDEL, 64 concurrent (baseline)", "raw_getdel"),
+        ("raw SET tombstone XX GET KEEPTTL, 64 concurrent", "raw_tombstone_set"),
+        ("ticketd verifier redeem (tombstone SET + settle), 64 concurrent", "verifier"),
+    ):
+        rows.append(
+            [
+                label,
+                f"{statistics.median(r[key]['ops'] for r in runs):,.0f}",
+                f"{statistics.median(r[key]['p50_ms'] for r in runs):.2f}",
+                f"{statistics.median(r[key]['p99_ms'] for r in runs):.2f}",
+            ]
+        )
+    print(table(rows))
+    ratio = statistics.median(r["verifier"]["ops"] / r["raw_getdel"]["ops"] for r in runs)
+    vs_set = statistics.median(r["verifier"]["ops"] / r["raw_tombstone_set"]["ops"] for r in runs)
+    target = TARGETS["verifier / raw GETDEL"]
+    met = "yes" if ratio >= target else "NO"
+    print(f"verifier / raw GETDEL: {ratio:.2f}x (target >= {target}x: {met})")
+    print(f"verifier / raw tombstone SET: {vs_set:.2f}x")
+    print("  memory per outstanding ticket and per tombstone (100,000 tickets) ...", flush=True)
+    memory = inproc.memory_per_ticket(url)
+    print(table([["what", "value", "target", "met"], *_memory_rows(memory)]))
+    print(
+        f"key {memory['key_bytes']:.0f} B, record {memory['value_bytes']:.0f} B, "
+        f"tombstone {memory['tombstone_value_bytes']:.0f} B (values)"
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
-"""In-process measurements: verifier vs raw GETDEL, Redis memory, growth, WS handshakes."""
+"""In-process measurements: verifier vs raw GETDEL and raw tombstone SET, Redis memory per
+record and per tombstone, growth, WS handshakes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import redis.asyncio
 from ticketd import RedisOptions, TicketStore, TicketVerifier
 from ticketd.connection import async_client
 from ticketd.tickets import Claims, encode_record, new_ticket, ticket_key
+from ticketd.tombstones import encode_tombstone, first_use
 
 from .apps import ORIGIN
 
@@ -85,6 +87,24 @@ async def raw_getdel(url: str, count: int, concurrency: int) -> dict[str, float]
     return result
 
 
+async def raw_tombstone_set(url: str, count: int, concurrency: int) -> dict[str, float]:
+    """The redeem command alone: ``SET key tombstone XX GET KEEPTTL``, one per ticket."""
+    tickets = seed_tickets(url, count)
+    tombstones = {
+        ticket_key(PREFIX, t): encode_tombstone(first_use("192.0.2.1", now=1.0)) for t in tickets
+    }
+    client = redis.asyncio.Redis.from_url(url, max_connections=concurrency)
+
+    async def take(key: str) -> Any:
+        return await client.set(key, tombstones[key], xx=True, get=True, keepttl=True)
+
+    try:
+        result = await drive(list(tombstones), concurrency, take)
+    finally:
+        await client.aclose()
+    return result
+
+
 async def verifier_redeem(url: str, count: int, concurrency: int) -> dict[str, float]:
     tickets = seed_tickets(url, count)
     verifier = TicketVerifier(TicketStore(async_client(RedisOptions(url=url))))
@@ -105,20 +125,42 @@ async def verifier_redeem(url: str, count: int, concurrency: int) -> dict[str, f
 
 
 def memory_per_ticket(url: str, count: int = 100_000) -> dict[str, float]:
+    """Redis memory per outstanding ticket, then per tombstone once they are all redeemed
+    (tombstones live until the TTL), with ``MEMORY USAGE`` of one key of each."""
     with redis.Redis.from_url(url, socket_timeout=120) as client:
         client.flushall()
         before = int(client.info("memory")["used_memory"])
-        seed_tickets(url, count)
+        tickets = seed_tickets(url, count)
         after = int(client.info("memory")["used_memory"])
-        sample = client.randomkey()
-        assert sample is not None
-        value = client.get(sample)
+        sample_key = ticket_key(PREFIX, tickets[0])
+        record = client.get(sample_key) or b""
+        record_usage = int(client.memory_usage(sample_key) or 0)
+        asyncio.run(_redeem_all(url, tickets))
+        redeemed = int(client.info("memory")["used_memory"])
+        tombstone = client.get(sample_key) or b""
+        tombstone_usage = int(client.memory_usage(sample_key) or 0)
         client.flushall()
     return {
         "bytes_per_ticket": (after - before) / count,
-        "key_bytes": len(sample),
-        "value_bytes": len(value or b""),
+        "bytes_per_tombstone": (redeemed - before) / count,
+        "key_bytes": len(sample_key),
+        "value_bytes": len(record),
+        "tombstone_value_bytes": len(tombstone),
+        "memory_usage_record": record_usage,
+        "memory_usage_tombstone": tombstone_usage,
     }
+
+
+async def _redeem_all(url: str, tickets: list[str]) -> None:
+    """Redeem every ticket through the verifier (with a client address: the largest
+    tombstone), so what is left is what a real deployment keeps."""
+    verifier = TicketVerifier(TicketStore(async_client(RedisOptions(url=url))))
+    try:
+        await drive(
+            tickets, 64, lambda t: verifier.redeem(t, origin=ORIGIN, client_ip="203.0.113.9")
+        )
+    finally:
+        await verifier.aclose()
 
 
 def fill_outstanding(url: str, count: int) -> None:

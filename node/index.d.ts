@@ -51,13 +51,26 @@ export const CLOSE_SESSION_ENDED: 4401;
 
 export class TicketdError extends Error {}
 
+/** A replayed ticket: the client sees "invalid"; logs and metrics see this. */
+export interface Replay {
+  readonly sinceFirstUseMs: number;
+  readonly sameClient: boolean;
+  readonly connection: string;
+  /** S(subject), or null when the first use was refused. */
+  readonly subject: string | null;
+  /** H(session), or null. */
+  readonly session: string | null;
+}
+
 export class TicketRejected extends TicketdError {
-  constructor(reason: Reason, options?: { ticketHash?: string | null; detail?: string | null });
+  constructor(reason: Reason, options?: { ticketHash?: string | null; detail?: string | null; replay?: Replay | null });
   readonly reason: Reason;
   /** The ticket's log id (8 characters of its hash) when it was well formed. */
   readonly ticketHash: string | null;
-  /** For logs only: "issued_in_future", "expired_by_clock" or "unreadable_record". */
+  /** For logs only: "issued_in_future", "expired_by_clock", "unreadable_record" or "replayed". */
   readonly detail: string | null;
+  /** With detail "replayed": what the ticket's tombstone tells (docs/PROTOCOL.md section 8). */
+  readonly replay: Replay | null;
   readonly status: number;
 }
 
@@ -267,7 +280,22 @@ export function extractTicket(
 ): { ticket: string; transport: "query" | "subprotocol"; subprotocol: "ticketd.v1" | null };
 export function isWebSocketUpgrade(method: string, headers: HeaderPairs): boolean;
 export function requestOrigin(headers: HeaderPairs): string | null;
-export function redeemCommand(key: string): [string, ...string[]];
+/** `SET key tombstone XX GET KEEPTTL`, or `GETDEL key` without a tombstone. */
+export function redeemCommand(key: string, tombstone?: string | null): [string, ...string[]];
+
+/** The id the connection a ticket opens is registered under (a replay's close_first revokes it). */
+export function connectionIdOf(ticket: string): string;
+/** 8 characters of a hash of a client address, or null. */
+export function clientFingerprint(clientIp: string | null | undefined): string | null;
+export interface Tombstone {
+  readonly firstUsedMs: number;
+  readonly client: string | null;
+  readonly subject: string | null;
+  readonly session: string | null;
+}
+export function isTombstone(raw: string | Uint8Array): boolean;
+/** Throws a RangeError unless `raw` is a tombstone. */
+export function decodeTombstone(raw: string | Uint8Array): Tombstone;
 export function subjectId(subject: Subject): string;
 export function sessionHash(session: string): string;
 export function revocationSubject(claims: Claims, connectionId?: string | null): RevocationSubject;

@@ -30,6 +30,14 @@ from ticketd.exceptions import InvalidOrigin
 from ticketd.handshake import extract_ticket, is_websocket_upgrade, request_origin
 from ticketd.redemption import DEFAULT_LEEWAY
 from ticketd.tickets import Claims, decode_record, is_well_formed, log_id, ticket_digest, ticket_key
+from ticketd.tombstones import (
+    Tombstone,
+    client_fingerprint,
+    connection_id,
+    decode_tombstone,
+    encode_tombstone,
+    is_tombstone,
+)
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 PREFIX = "ticketd:"
@@ -484,7 +492,93 @@ def redeem_cases() -> list[dict[str, Any]]:
         case |= {"now_ms": NOW_MS, "leeway_ms": LEEWAY_MS, "audience": "chat", "prefix": PREFIX}
         case |= asyncio.run(_python_redeem(case))
         out.append(case)
-    return out + _revocation_redeem_cases()
+    return out + _revocation_redeem_cases() + _replay_cases()
+
+
+def _tombstone(
+    client_ip: str | None,
+    *,
+    ago_ms: int = 1_500,
+    subject: str | None = None,
+    session: str | None = None,
+) -> str:
+    """A tombstone as the spec says (PROTOCOL.md section 8), computed here, not by ticketd."""
+    fingerprint = (
+        None
+        if client_ip is None
+        else base64.urlsafe_b64encode(hashlib.sha256(f"client:{client_ip}".encode()).digest())
+        .rstrip(b"=")
+        .decode()[:8]
+    )
+    item = [0, NOW_MS - ago_ms, fingerprint, subject, session]
+    return json.dumps(item, separators=(",", ":"))
+
+
+def _replay_cases() -> list[dict[str, Any]]:
+    """What Redis holds is a tombstone: a replay, refused as ``invalid`` (PROTOCOL.md 8)."""
+    first_ip = "203.0.113.9"
+    subject = spec_subject_id("user-1")
+    session = spec_session_hash("sess-1")
+    cases: list[dict[str, Any]] = [
+        {
+            "name": "replayed, another client",
+            "record": _tombstone(first_ip, subject=subject),
+            "client_ip": "198.51.100.7",
+        },
+        {
+            "name": "replayed, same client",
+            "record": _tombstone(first_ip, subject=subject),
+            "client_ip": first_ip,
+        },
+        {
+            "name": "replayed, same client with port",
+            "record": _tombstone(first_ip, subject=subject),
+            "client_ip": first_ip + ":4431",
+        },
+        {
+            "name": "replayed, same client as IPv4-mapped IPv6",
+            "record": _tombstone(first_ip, subject=subject),
+            "client_ip": "::ffff:" + first_ip,
+        },
+        {
+            "name": "replayed, no address now",
+            "record": _tombstone(first_ip, subject=subject),
+            "client_ip": None,
+        },
+        {
+            "name": "replayed, no address at first use",
+            "record": _tombstone(None, subject=subject),
+            "client_ip": None,
+        },
+        {
+            "name": "replayed, with a session",
+            "record": _tombstone(first_ip, subject=subject, session=session),
+            "client_ip": "198.51.100.7",
+        },
+        {
+            "name": "replayed, first use refused",
+            "record": _tombstone(first_ip),
+            "client_ip": "198.51.100.7",
+        },
+        {
+            "name": "replayed, first use in the future",
+            "record": _tombstone(first_ip, ago_ms=-9_000),
+            "client_ip": "198.51.100.7",
+        },
+        {"name": "unreadable tombstone", "record": "[0,1]", "client_ip": None},
+        {
+            "name": "tombstone of another length",
+            "record": "[0,1,null,null,null,1]",
+            "client_ip": None,
+        },
+    ]
+    out = []
+    for case in cases:
+        case |= {"ticket": T, "origin": ORIGIN, "now_ms": NOW_MS, "leeway_ms": LEEWAY_MS}
+        case |= {"audience": "chat", "prefix": PREFIX}
+        case |= asyncio.run(_python_redeem(case))
+        out.append(case)
+    return out
 
 
 class _CountingRedis(fakeredis.FakeAsyncRedis):
@@ -513,16 +607,28 @@ async def _python_redeem(case: dict[str, Any]) -> dict[str, Any]:
         )
     except TicketRejected as exc:
         result: dict[str, Any] = {"outcome": exc.reason.value, "status": exc.status}
+        if exc.detail is not None and exc.detail.value == "replayed" and exc.replay is not None:
+            result["detail"] = exc.detail.value
+            result["replay"] = {
+                "since_first_use_ms": exc.replay.since_first_use_ms,
+                "same_client": exc.replay.same_client,
+                "connection": exc.replay.connection,
+                "subject": exc.replay.subject,
+                "session": exc.replay.session,
+            }
     except StoreUnavailable:  # pragma: no cover - fakeredis does not fail
         result = {"outcome": "store_unavailable", "status": UNAVAILABLE_STATUS}
     else:
         result = {"outcome": "ok", "status": 101, "claims": claims.as_dict()}
     result["redis_calls"] = _CountingRedis.calls
-    result["record_left"] = (
-        await client.exists(ticket_key(PREFIX, case["ticket"])) == 1
+    left = (
+        await client.get(ticket_key(PREFIX, case["ticket"]))
         if is_well_formed(case["ticket"])
-        else False
+        else None
     )
+    result["record_left"] = left is not None and not is_tombstone(left)
+    text = left.decode() if isinstance(left, bytes) else left
+    result["tombstone"] = text if text is not None and is_tombstone(text) else None
     await client.aclose()
     return result
 
@@ -581,6 +687,8 @@ def _revocation_redeem_cases() -> list[dict[str, Any]]:
                 "status": 403 if revoked else 101,
                 **({} if revoked else {"claims": claims}),
                 "record_left": False,
+                # The verifier accepted the record (the revocation read comes after it).
+                "tombstone": _tombstone(None, ago_ms=0, subject=subject, session=s_hash),
                 "needs": REVOCATION,
             }
         )
@@ -601,6 +709,7 @@ def _revocation_redeem_cases() -> list[dict[str, Any]]:
             "outcome": "revoked",
             "status": 403,
             "record_left": False,
+            "tombstone": _tombstone(None, ago_ms=0, subject=subject),
             "needs": REVOCATION,
         }
     )
@@ -707,6 +816,64 @@ def revocation_vectors() -> dict[str, Any]:
     }
 
 
+def tombstone_vectors() -> dict[str, Any]:
+    """Tombstone fields and decoding (PROTOCOL.md section 8), from the Python implementation."""
+    addresses = [
+        "203.0.113.9",
+        "203.0.113.9:4431",
+        "::ffff:203.0.113.9",
+        "[2001:db8::1]:443",
+        "2001:DB8::1",
+        "not an address",
+        "",
+    ]
+    tickets = [T, U]
+    valid = [
+        Tombstone(NOW_MS, "abcdefgh"),
+        Tombstone(NOW_MS, None, spec_subject_id("user-1")),
+        Tombstone(NOW_MS, "abcdefgh", spec_subject_id(42), spec_session_hash("s")),
+    ]
+    invalid = [
+        "[0]",
+        "[0,1]",
+        "[0,1,null,null]",
+        "[0,1,null,null,null,1]",
+        "[0,1.5,null,null,null]",
+        "[0,1.0,null,null,null]",
+        "[0,1e3,null,null,null]",
+        "[0,true,null,null,null]",
+        "[0,1,5,null,null]",
+        "[0,1,null,7,null]",
+        "[0,1,null,null,[]]",
+        "[false,1,null,null,null]",
+        '{"v":0}',
+        "[0,9007199254740993,null,null,null]",
+    ]
+    for raw in invalid:
+        try:
+            decode_tombstone(raw)
+        except ValueError:
+            continue
+        raise AssertionError(f"{raw} decodes")  # pragma: no cover - a generator self-check
+    return {
+        "fingerprints": [{"client_ip": a, "fingerprint": client_fingerprint(a)} for a in addresses]
+        + [{"client_ip": None, "fingerprint": None}],
+        "connection_ids": [{"ticket": t, "connection": connection_id(t)} for t in tickets],
+        "valid": [
+            {
+                "raw": encode_tombstone(t).decode(),
+                "first_used_ms": t.first_used_ms,
+                "client": t.client,
+                "subject": t.subject,
+                "session": t.session,
+            }
+            for t in valid
+        ],
+        "invalid": invalid,
+        "records_are_not_tombstones": [_record(), json.dumps(_v2(session="s", auth_ms=NOW_MS))],
+    }
+
+
 def close_code_vectors() -> dict[str, Any]:
     return {
         "close_codes": [
@@ -776,6 +943,7 @@ def build() -> dict[str, Any]:
         "handshake.json": handshake_vectors(),
         "redeem.json": redeem_cases(),
         "revocation.json": revocation_vectors(),
+        "tombstones.json": tombstone_vectors(),
         "close_codes.json": close_code_vectors(),
         "lifetime.json": lifetime_vectors(),
     }

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, start_http_server
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
@@ -46,6 +47,7 @@ from ticketd.audit.catalog import CATALOG, CONTROLS
 from ticketd.audit.cli import add_parser, config_from
 from ticketd.demo import build_demo
 from ticketd.integrations.websockets import select_subprotocol, ticket_auth
+from ticketd.redemption_metrics import PrometheusRedemptionObserver
 
 FIXTURE = Path(__file__).parent / "fixtures" / "vulnerable-ws"
 UPGRADE_FLAGS = {
@@ -219,8 +221,14 @@ def ticketd_serve(redis_url: str) -> Iterator[str]:
 
 @pytest.mark.redis
 def test_redis_backed_ticketd_serve_and_adapter_pass(redis_url: str) -> None:
-    chat = TicketVerifier.from_url(redis_url, audience="chat")
-    billing = TicketVerifier.from_url(redis_url, audience="billing")
+    # The WebSocket tier counts its redeems (replays apart) and exports them, as a
+    # deployment would on its own /metrics: the replay check reads them there.
+    registry = CollectorRegistry()
+    observers = [PrometheusRedemptionObserver(registry)]
+    metrics_server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
+    ws_metrics = f"http://127.0.0.1:{metrics_server.server_port}/metrics"
+    chat = TicketVerifier.from_url(redis_url, audience="chat", observers=observers)
+    billing = TicketVerifier.from_url(redis_url, audience="billing", observers=observers)
     hooks = [ticket_auth(chat), ticket_auth(billing)]
     with ticketd_serve(redis_url) as base, sockets(hooks, [chat, billing]) as urls:
         args = target_args(base, urls, "auditor-1", "chat", "billing")
@@ -239,16 +247,25 @@ def test_redis_backed_ticketd_serve_and_adapter_pass(redis_url: str) -> None:
         # Both sockets were audited, not only the first.
         targets = {r["target"] for r in report["results"] if r["id"] == "upgrade.cswsh"}
         assert targets == set(urls)
-        # After the handshake: replay metrics and revocation on logout are not in this
-        # ticketd yet. With the flags given, those checks are inconclusive (exit 3), never pass.
-        extra = ["--metrics-url", f"{base}/metrics", "--logout-url", f"{base}/v1/logout"]
+        # After the handshake: the WebSocket tier's metrics count the audit's replay
+        # (outcome="replayed"); revocation on logout is not in this ticketd (no logout
+        # endpoint): inconclusive (exit 3), never pass.
+        extra = ["--metrics-url", ws_metrics, "--logout-url", f"{base}/v1/logout"]
         code, report, _ = audit(*target_args(base, urls, "auditor-2", "chat", "billing"), *extra)
+        # The control: the service's own metrics never saw that replay (the WS tier's).
+        service_only = ["--metrics-url", f"{base}/metrics"]
+        _, control, _ = audit(
+            *target_args(base, urls, "auditor-3", "chat", "billing"), *service_only
+        )
+    metrics_server.shutdown()
+    metrics_server.server_close()
     found = statuses(report)
     assert (code, found["after.replay_metric"], found["after.logout"]) == (
         3,
-        {"inconclusive"},
+        {"pass"},
         {"inconclusive"},
     )
+    assert statuses(control)["after.replay_metric"] == {"inconclusive"}
     assert not flagged(report)
 
 
@@ -332,11 +349,14 @@ def test_prefix_match_origin_check_is_flagged(redis_url: str) -> None:
 
 
 class ReadOnlyStore(TicketStore):
-    """The mistake: GET instead of GETDEL (the delete was "an optimisation for later")."""
+    """The mistake: GET instead of the take (the tombstone was "an optimisation for later")."""
 
-    async def take(self, key: str) -> bytes | None:
+    async def take(self, key: str, tombstone: bytes | None = None) -> bytes | None:
         value = await self.client.execute_command("GET", key)
         return value if isinstance(value, bytes) else None
+
+    async def settle(self, key: str, tombstone: bytes) -> bool:
+        return True  # nor any other write: the record stays
 
 
 def test_reusable_tickets_are_flagged(redis_url: str) -> None:

@@ -143,3 +143,18 @@ async def test_cancelled_batch_is_a_store_failure_for_its_callers(client: Any) -
         task.cancel()
     with pytest.raises(RedisConnectionError, match="batch cancelled"):
         await caller
+
+
+async def test_a_set_with_get_returns_the_old_value(client: Any) -> None:
+    """redis-py parses SET replies into a bool unless told about GET: the redeem's
+    ``SET key tombstone XX GET KEEPTTL`` must return the record, through the batcher too."""
+    batcher = CommandBatcher(client)
+    await client.set("k", b"record", px=30_000)
+    (old,) = await batcher.execute([("SET", "k", b"tombstone", "XX", "GET", "KEEPTTL")])
+    assert old == b"record"
+    (plain,) = await batcher.execute([("SET", "k", b"again", "XX", "KEEPTTL")])
+    assert plain is True  # the control: without GET, redis-py's bool
+    assert 0 < await client.pttl("k") <= 30_000  # KEEPTTL
+    (missing,) = await batcher.execute([("SET", "absent", b"t", "XX", "GET", "KEEPTTL")])
+    assert missing is None
+    assert not await client.exists("absent")  # XX wrote nothing

@@ -202,5 +202,6 @@ def test_check_config_connect_ok(tmp_path: Path, redis_server: RedisServer) -> N
     result = ticketd("check-config", "--connect", env=env, cwd=tmp_path)
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.splitlines()[1] == (
-        f"connection OK: Redis at 127.0.0.1:{redis_server.port} answered PING"
+        f"connection OK: Redis at 127.0.0.1:{redis_server.port} answered PING "
+        "and runs the redeem command (SET ... XX GET KEEPTTL)"
     )

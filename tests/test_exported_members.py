@@ -140,6 +140,22 @@ EXPECTED: dict[str, set[str]] = {
     "ticketd.revocation_metrics": {
         "PROPAGATION_BUCKETS", "PrometheusLifetimeObserver", "PrometheusWatchObserver",
     },
+    "ticketd.redemption_metrics": {"PrometheusRedemptionObserver", "replay_kind"},
+    "ticketd.replay": {
+        "DEFAULT_REPLAY_GRACE", "RedemptionObserver", "ReplayPolicy", "action_for", "is_retry",
+        "notify", "outcome_of", "replay_fields", "replay_policy", "responded", "revocation_for",
+    },
+    "ticketd.takes": {
+        "acknowledged", "as_bytes", "replicated_take", "take_command", "take_options",
+    },
+    "ticketd.tombstones": {
+        "TOMBSTONE_VERSION", "Replay", "Tombstone", "client_fingerprint", "connection_id",
+        "decode_tombstone", "encode_tombstone", "first_use", "is_tombstone", "replay_of",
+        "settled",
+    },
+    "ticketd.webhook": {
+        "EVENT_TYPE", "ReplayWebhook", "replay_payload", "sign", "signing_key", "verify",
+    },
     "ticketd.revoker": {
         "BlockingRevoker", "DEFAULT_TTL", "Revoker", "check_revoked", "check_revoked_blocking",
     },
@@ -154,7 +170,8 @@ EXPECTED: dict[str, set[str]] = {
         "DEV_ORIGINS", "add_demo_arguments", "app_from_environment", "build_parser", "main",
     },
     "ticketd.service.diagnostics": {
-        "check_store", "describe_failure", "redis_target", "warn_if_unreachable",
+        "check_redeem_command", "check_store", "describe_failure", "redis_target",
+        "warn_if_unreachable",
     },
     "ticketd.service.clientip": {"IPNetwork", "TrustedProxies"},
     "ticketd.service.logconfig": {

@@ -47,9 +47,10 @@ from ticketd import (
     TicketVerifier,
 )
 from ticketd.connection import async_client
-from ticketd.exceptions import Reason
+from ticketd.exceptions import Detail, Reason
 from ticketd.integrations.websockets import select_subprotocol, ticket_auth
 from ticketd.tickets import ticket_key
+from ticketd.tombstones import is_tombstone
 
 DEADLINE = 1.0
 BOUND = 3 * DEADLINE
@@ -307,8 +308,9 @@ def test_full_redis_mints_nothing_and_returns_no_ticket(private_redis: RedisServ
 
 @asynccontextmanager
 async def reply_dropping_proxy(upstream_port: int) -> AsyncIterator[tuple[int, list[int]]]:
-    """A loopback TCP proxy that forwards everything, except that the first reply to a
-    ``GETDEL`` is swallowed and both connections are cut instead."""
+    """A loopback TCP proxy that forwards everything, except that the first reply to the
+    redeem's take (``SET key tombstone XX GET KEEPTTL``) is swallowed and both
+    connections are cut instead."""
     dropped: list[int] = []
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -325,7 +327,7 @@ async def reply_dropping_proxy(upstream_port: int) -> AsyncIterator[tuple[int, l
                 up_w.write(data)
                 await up_w.drain()
                 reply = await up_r.read(65536)
-                if b"GETDEL" in data.upper() and not dropped:
+                if b"$3\r\nGET\r\n" in data.upper() and not dropped:
                     dropped.append(len(reply))  # Redis answered; the client never hears it
                     client_w.transport.abort()
                     return
@@ -356,8 +358,11 @@ async def test_reply_lost_after_getdel_fails_closed(private_redis: RedisServer) 
             try:
                 with pytest.raises(StoreUnavailable):
                     await verifier.redeem(issued.ticket, origin=APP_ORIGIN)
-                assert dropped, "the proxy never saw a GETDEL"
-                assert not await direct.exists(ticket_key(PREFIX, issued.ticket))
+                assert dropped, "the proxy never saw the take"
+                # Burned all the same: a tombstone where the record was.
+                left = await direct.get(ticket_key(PREFIX, issued.ticket))
+                assert left is not None
+                assert is_tombstone(left)
                 with pytest.raises(TicketRejected) as again:
                     await verifier.redeem(issued.ticket, origin=APP_ORIGIN)
             finally:
@@ -365,3 +370,4 @@ async def test_reply_lost_after_getdel_fails_closed(private_redis: RedisServer) 
     finally:
         await direct.aclose()
     assert again.value.reason is Reason.INVALID
+    assert again.value.detail is Detail.REPLAYED  # the lost reply was a first use

@@ -314,7 +314,8 @@ def live_metrics() -> Iterator[Exposition]:
             statuses = [mint(http, "limited").status_code for _ in range(4)]
             assert statuses == [201, 201, 201, 429], statuses
             assert redeem(http, tickets[0]).status_code == 200
-            assert redeem(http, tickets[0]).status_code == 401
+            assert redeem(http, tickets[0]).status_code == 401  # replayed
+            assert redeem(http, "A" * 43).status_code == 401  # unknown: invalid
             server.stop()
             assert mint(http, "alice").status_code == 503
             assert redeem(http, tickets[1]).status_code == 503
@@ -330,7 +331,9 @@ def test_the_service_exposed_every_outcome_it_was_put_through(live_metrics: Expo
     mints = {labels["outcome"] for labels in live_metrics.samples("ticketd_mints_total")}
     assert {"ok", "unauthenticated", "rate_limited", "store_unavailable"} <= mints, mints
     redeemed = {labels["outcome"] for labels in live_metrics.samples("ticketd_redemptions_total")}
-    assert {"ok", "invalid", "store_unavailable"} <= redeemed, redeemed
+    assert {"ok", "invalid", "replayed", "store_unavailable"} <= redeemed, redeemed
+    replays = {labels["kind"] for labels in live_metrics.samples("ticketd_replays_total")}
+    assert replays == {"replay"}, replays  # the HTTP caller gave no client address
     failed = {labels["operation"] for labels in live_metrics.samples("ticketd_store_errors_total")}
     assert failed == {"mint", "redeem"}, failed
     limits = {labels["limit"] for labels in live_metrics.samples("ticketd_rate_limited_total")}

@@ -24,11 +24,14 @@ ROUNDS = 50
 
 
 class GetThenDelStore(TicketStore):
-    """The classic bug (GET, then DEL): used to prove the harness can see a race."""
+    """The classic bug (GET, then overwrite): used to prove the harness can see a race."""
 
-    async def take(self, key: str) -> bytes | None:
+    async def take(self, key: str, tombstone: bytes | None = None) -> bytes | None:
         value = await self.client.get(key)  # type: ignore[attr-defined]
-        await self.client.delete(key)
+        if tombstone is None:
+            await self.client.delete(key)
+        else:
+            await self.client.execute_command("SET", key, tombstone, "XX", "KEEPTTL")
         return value  # type: ignore[no-any-return]
 
 

@@ -311,13 +311,13 @@ async def test_a_trimmed_stream_triggers_a_resync(redis_url: str) -> None:
 class ReadThenRegister(RevocationWatch):
     """Negative control: reads the state first and registers after, the wrong order."""
 
-    async def admit(self, claims: Claims) -> LiveConnection:
+    async def admit(self, claims: Claims, connection_id: str | None = None) -> LiveConnection:
         self.start()
         probe = target_of(claims)
         if await check_revoked(self.client, self.key_prefix, probe, deadline=self.deadline):
             raise TicketRejected(Reason.REVOKED)
         await asyncio.sleep(0.005)  # the window a revocation can slip through
-        return self.connections.add(claims)
+        return self.connections.add(claims, connection_id)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +20,12 @@ from tests.support.service_support import (
     make_settings,
     running_service,
     ticket_keys,
+    tombstone_keys,
 )
+from tests.support.webhooks import TIMEOUT, receiver
 from ticketd.service.openapi import render
+from ticketd.tombstones import connection_id
+from ticketd.webhook import verify
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,9 +67,52 @@ def test_redeem_returns_claims_once(http: httpx.Client, redis_sync: redis.Redis)
     assert (claims["subject"], claims["origin"], claims["audience"]) == (5, APP_ORIGIN, "chat")
     assert first.headers["cache-control"] == "no-store"
     assert ticket_keys(redis_sync) == []
+    assert len(tombstone_keys(redis_sync)) == 1  # lives until the TTL: a replay is known
     again = redeem(http, {"ticket": ticket, "origin": APP_ORIGIN, "audience": "chat"})
     assert again.status_code == 401
     assert again.json()["code"] == "invalid"
+
+
+def _answer(response: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes]:
+    """What the caller sees (headers that differ per response by nature left out)."""
+    varying = {"date", "content-length", "server"}
+    headers = sorted((k, v) for k, v in response.headers.items() if k.lower() not in varying)
+    return response.status_code, headers, response.content
+
+
+def _metric(text: str, line_start: str) -> float:
+    values = [float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(line_start)]
+    return sum(values)
+
+
+def test_a_replay_reads_like_an_unknown_ticket_but_is_counted_and_logged(
+    http: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", "ticketd.service")
+    ticket = mint(http)
+    body = {"ticket": ticket, "origin": APP_ORIGIN, "audience": "chat", "client_ip": "192.0.2.7"}
+    assert redeem(http, body).status_code == 200
+    before = http.get("/metrics").text
+    same_id = {"Authorization": f"Bearer {SERVICE_KEY}", "X-Request-ID": "replay-check-0001"}
+    replayed = http.post("/v1/tickets/redeem", json=body, headers=same_id)
+    unknown = http.post(
+        "/v1/tickets/redeem", json={**body, "ticket": "A" * 42 + "A"}, headers=same_id
+    )
+    assert replayed.status_code == 401
+    assert _answer(replayed) == _answer(unknown)  # byte for byte, headers included
+    after = http.get("/metrics").text
+    replayed_line = 'ticketd_redemptions_total{outcome="replayed",via="http"}'
+    invalid_line = 'ticketd_redemptions_total{outcome="invalid",via="http"}'
+    assert _metric(after, replayed_line) == _metric(before, replayed_line) + 1
+    assert _metric(after, invalid_line) == _metric(before, invalid_line) + 1  # the unknown one
+    retry_line = 'ticketd_replays_total{kind="retry"}'
+    assert _metric(after, retry_line) == _metric(before, retry_line) + 1  # same client, at once
+    lines = [r.getMessage() for r in caplog.records if "why=replayed" in r.getMessage()]
+    assert len(lines) == 1
+    for fact in ("code=invalid", "same_client=yes", "since_first_use_ms=", "action=none"):
+        assert fact in lines[0]
+    for secret in (ticket, "192.0.2.7"):
+        assert secret not in caplog.text
 
 
 def test_both_rotated_service_keys_work(http: httpx.Client) -> None:
@@ -258,3 +306,39 @@ def test_the_bearer_scheme_is_case_insensitive(http: httpx.Client, scheme: str) 
         json={"ticket": mint(http), "origin": APP_ORIGIN, "audience": "chat"},
     )
     assert response.status_code == 200, response.text
+
+
+def test_the_service_applies_its_replay_policy_and_signs_the_webhook(
+    redis_url: str, redis_sync: redis.Redis
+) -> None:
+    hook_secret = "whsec_" + base64.b64encode(b"s" * 32).decode()
+    with receiver() as hook:
+        settings = make_settings(
+            redis_url,
+            service_keys=SERVICE_KEY,
+            on_replay="close_first",
+            replay_grace="2",
+            replay_webhook_url=hook.url,
+            replay_webhook_secret=hook_secret,
+        )
+        with running_service(settings) as base, httpx.Client(base_url=base, timeout=10) as http:
+            ticket = mint(http)
+            first = {"ticket": ticket, "origin": APP_ORIGIN, "audience": "chat"}
+            assert redeem(http, {**first, "client_ip": "192.0.2.7"}).status_code == 200
+            # The same client at once: a retry, ignored by the policy.
+            assert redeem(http, {**first, "client_ip": "192.0.2.7"}).status_code == 401
+            assert redis_sync.keys("ticketd:rv:*") == []
+            # Another client: the first connection is revoked.
+            assert redeem(http, {**first, "client_ip": "198.51.100.1"}).status_code == 401
+            (key,) = redis_sync.keys("ticketd:rv:*")
+            assert isinstance(key, bytes)
+            assert key.decode().endswith(f":c:{connection_id(ticket)}")
+            assert hook.arrived.wait(TIMEOUT)
+        # Leaving running_service closed the webhook after what was queued.
+    assert len(hook.received) == 2
+    actions = []
+    for headers, body in hook.received:
+        assert verify(hook_secret, headers, body, now=int(headers["webhook-timestamp"]))
+        actions.append(json.loads(body)["data"]["action"])
+        assert ticket.encode() not in body
+    assert actions == ["ignored_retry", "close_first"]

@@ -455,3 +455,51 @@ def test_bad_audience_refused_at_start(audience: str, message: str) -> None:
     assert problems({**MINIMAL, "audiences": f"chat,{audience}"}) == [
         f"TICKETD_AUDIENCES: {message}"
     ]
+
+
+def test_replay_settings_load_from_the_environment() -> None:
+    hook_secret = "whsec_" + "a2V5LWtleS1rZXkta2V5LWtleS1rZXkta2V5LWtleQ=="
+    settings = load_settings(
+        {
+            **ENV_MINIMAL,
+            "TICKETD_ON_REPLAY": "Close_First",
+            "TICKETD_REPLAY_GRACE": "0.5",
+            "TICKETD_REPLAY_WEBHOOK_URL": "https://hooks.example.com/ticketd",
+            "TICKETD_REPLAY_WEBHOOK_SECRET": hook_secret,
+        }
+    )
+    assert (settings.on_replay, settings.replay_grace) == ("close_first", 0.5)
+    assert settings.replay_webhook_secret is not None
+    assert hook_secret not in repr(settings)
+    assert load_settings(ENV_MINIMAL).on_replay == "alert"  # the default
+
+
+@pytest.mark.parametrize(
+    ("values", "line"),
+    [
+        ({"TICKETD_ON_REPLAY": "revoke"}, "TICKETD_ON_REPLAY: Input should be 'alert',"),
+        ({"TICKETD_REPLAY_GRACE": "-1"}, "TICKETD_REPLAY_GRACE: Input should be greater"),
+        (
+            {"TICKETD_REPLAY_WEBHOOK_URL": "https://hooks.example.com/x"},
+            "TICKETD_REPLAY_WEBHOOK_URL: needs TICKETD_REPLAY_WEBHOOK_SECRET",
+        ),
+        (
+            {
+                "TICKETD_REPLAY_WEBHOOK_URL": "ftp://hooks.example.com/x",
+                "TICKETD_REPLAY_WEBHOOK_SECRET": "whsec_" + "a" * 40,
+            },
+            "TICKETD_REPLAY_WEBHOOK_URL: must be an http:// or https:// URL",
+        ),
+        (
+            {
+                "TICKETD_REPLAY_WEBHOOK_URL": "https://hooks.example.com/x",
+                "TICKETD_REPLAY_WEBHOOK_SECRET": "not-a-standard-webhooks-secret",
+            },
+            "TICKETD_REPLAY_WEBHOOK_SECRET: a webhook secret has the form whsec_<base64>",
+        ),
+    ],
+)
+def test_bad_replay_settings(values: dict[str, str], line: str) -> None:
+    found = env_problems({**ENV_MINIMAL, **values})
+    assert any(p.startswith(line) for p in found), found
+    assert "not-a-standard-webhooks-secret" not in "\n".join(found)

@@ -190,6 +190,9 @@ def test_blocking_store_maps_cluster_errors() -> None:
         def getdel(self, name: str) -> None:
             raise RedisClusterException("down")
 
+        def execute_command(self, *args: object, **options: object) -> None:
+            raise RedisClusterException("down")
+
         def ping(self) -> None:
             raise RedisClusterException("down")
 

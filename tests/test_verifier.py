@@ -193,6 +193,9 @@ async def test_malformed_ticket_makes_no_store_call(verifier_kind: Kind, bad: st
         def set(self, name: str, value: bytes, *, px: int, nx: bool) -> None:
             calls.append("set")
 
+        def execute_command(self, *args: object, **options: object) -> None:
+            calls.append(str(args[0]))
+
         def ping(self) -> None:
             calls.append("ping")
 

@@ -33,6 +33,14 @@ def _fail(
             future.set_exception(error())
 
 
+def _options(command: Command) -> dict[str, Any]:
+    """redis-py parses a ``SET`` reply into a bool unless told the command has ``GET``:
+    the redeem's ``SET key tombstone XX GET KEEPTTL`` must return the old value."""
+    if command and command[0] == "SET" and "GET" in command[3:]:
+        return {"get": True}
+    return {}
+
+
 class CommandBatcher:
     """Send the commands of concurrent callers as one pipeline per loop iteration.
 
@@ -77,7 +85,7 @@ class CommandBatcher:
         try:
             pipe = self.client.pipeline(transaction=False)
             for command, _ in batch:
-                pipe.execute_command(*command)
+                pipe.execute_command(*command, **_options(command))
             async with asyncio.timeout(self.deadline):
                 replies = await pipe.execute(raise_on_error=False)
             if len(replies) != len(batch):

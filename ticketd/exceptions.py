@@ -27,8 +27,9 @@ and, from the HTTP service's settings, pydantic's ``ValidationError`` (a
 defines is in this tree.
 
 ``TicketRejected.reason`` comes from the fixed :class:`Reason` set. Unknown, expired
-and already-used tickets share one reason, ``invalid``: Redis cannot tell them
-apart, and neither should a client.
+and already-used tickets share one reason, ``invalid``: a client must not be able
+to tell them apart. The logs can: an already-used ticket carries the detail
+``replayed`` (its tombstone was found, :mod:`ticketd.tombstones`).
 
 The reason is for logs, metrics and trusted services. Browsers get only the HTTP
 status from :data:`REJECTION_STATUS`, which every adapter uses.
@@ -38,6 +39,10 @@ from __future__ import annotations
 
 import enum
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .tombstones import Replay
 
 __all__ = [
     "REJECTION_STATUS",
@@ -91,6 +96,9 @@ class Detail(enum.StrEnum):
     ignores TTLs (reason ``invalid``)."""
     UNREADABLE_RECORD = "unreadable_record"
     """The stored record could not be decoded (another writer, a version mismatch)."""
+    REPLAYED = "replayed"
+    """The ticket was redeemed before: Redis held its tombstone (reason ``invalid``, the
+    same answer as an unknown ticket); :attr:`TicketRejected.replay` says more."""
 
 
 class StoreOperation(enum.StrEnum):
@@ -131,15 +139,25 @@ class TicketRejected(TicketError):
     well formed: safe to log, useless to replay. ``detail`` (a :class:`Detail`, or
     ``None``) tells operators more than the reason does (a clock skew, say); it is for
     logs and metrics and never changes what the client is told.
+
+    ``replay`` (a :class:`~ticketd.tombstones.Replay`) is set with the detail
+    :attr:`Detail.REPLAYED`: how long ago the first use was, whether it came from the
+    same client, what the replay policy did.
     """
 
     def __init__(
-        self, reason: Reason, *, ticket_hash: str | None = None, detail: Detail | None = None
+        self,
+        reason: Reason,
+        *,
+        ticket_hash: str | None = None,
+        detail: Detail | None = None,
+        replay: Replay | None = None,
     ) -> None:
         super().__init__(reason.value)
         self.reason = reason
         self.ticket_hash = ticket_hash
         self.detail = detail
+        self.replay = replay
 
     @property
     def status(self) -> int:

@@ -188,14 +188,15 @@ class RevocationWatch:
 
     # -- connections ---------------------------------------------------------------
 
-    async def admit(self, claims: Claims) -> LiveConnection:
-        """Register a redeemed connection, then check the state (that order).
+    async def admit(self, claims: Claims, connection_id: str | None = None) -> LiveConnection:
+        """Register a redeemed connection (under ``connection_id``, else a new id), then
+        check the state (that order).
 
         Raises :class:`~ticketd.TicketRejected` (``revoked``) or
         :class:`~ticketd.StoreUnavailable`; the connection is then unregistered.
         """
         self.start()
-        entry = self.connections.add(claims)
+        entry = self.connections.add(claims, connection_id)
         try:
             revoked = await check_revoked(
                 self.client, self.key_prefix, entry.target, deadline=self.deadline
@@ -404,9 +405,9 @@ class BlockingRevocationWatch:
             if close is not None:
                 await close()
 
-    def admit(self, claims: Claims) -> LiveConnection:
+    def admit(self, claims: Claims, connection_id: str | None = None) -> LiveConnection:
         """Blocking :meth:`RevocationWatch.admit`."""
-        entry: LiveConnection = self._run(self.watch.admit(claims))
+        entry: LiveConnection = self._run(self.watch.admit(claims, connection_id))
         return entry
 
     def forget(self, entry: LiveConnection) -> None:

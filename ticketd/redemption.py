@@ -6,9 +6,18 @@ and every framework adapter — is the same three steps, of which only the middl
 touches Redis::
 
     take = ticket_to_take(ticket, key_prefix=prefix)     # 1. format check → the key
-    raw = store.take(take.key)                           # 2. GETDEL: the ticket is burned
+    mark = first_use(client_ip, now=clock())             #    the tombstone to leave
+    raw = store.take(take.key, encode_tombstone(mark))   # 2. SET XX GET: the ticket is burned
     outcome = decide(raw, Handshake(origin, audience, client_ip), now=clock(),
-                     leeway=leeway, ticket_hash=take.ticket_hash)  # 3. Claims or a refusal
+                     leeway=leeway, ticket_hash=take.ticket_hash,
+                     connection=take.connection)     # 3. Claims or a refusal
+
+**Replays.** Step 2 replaces the record by a tombstone (:mod:`ticketd.tombstones`)
+that lives until the ticket's TTL. When step 2 returns a tombstone, the ticket was
+used before: ``invalid`` (what an unknown ticket gets, byte for byte, at every
+layer) with :attr:`~ticketd.exceptions.Detail.REPLAYED` and a
+:class:`~ticketd.tombstones.Replay` on the rejection for the logs, the metrics and
+the replay policy (:mod:`ticketd.replay`).
 
 Like websockets' ``ServerProtocol.accept``, the decision turns facts into an outcome
 and does nothing else: it returns the :class:`~ticketd.TicketRejected` it would
@@ -45,6 +54,7 @@ from dataclasses import dataclass
 from .binding import check_binding
 from .exceptions import Detail, Reason, TicketRejected
 from .tickets import Claims, decode_record, is_well_formed, log_id, ticket_key
+from .tombstones import connection_id, decode_tombstone, is_tombstone, replay_of
 
 __all__ = ["DEFAULT_LEEWAY", "Handshake", "TakeTicket", "decide", "ticket_to_take"]
 
@@ -58,6 +68,9 @@ class TakeTicket:
 
     key: str
     ticket_hash: str
+    connection: str = ""
+    """:func:`~ticketd.tombstones.connection_id` of the ticket: the id its connection is
+    registered under, which a replay's ``close_first`` revokes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +94,11 @@ def ticket_to_take(ticket: object, *, key_prefix: str) -> TakeTicket:
     """
     if not isinstance(ticket, str) or not is_well_formed(ticket):
         raise TicketRejected(Reason.MALFORMED)
-    return TakeTicket(key=ticket_key(key_prefix, ticket), ticket_hash=log_id(ticket))
+    return TakeTicket(
+        key=ticket_key(key_prefix, ticket),
+        ticket_hash=log_id(ticket),
+        connection=connection_id(ticket),
+    )
 
 
 def decide(
@@ -91,10 +108,16 @@ def decide(
     now: float,
     leeway: float = DEFAULT_LEEWAY,
     ticket_hash: str | None = None,
+    connection: str = "",
 ) -> Claims | TicketRejected:
-    """Step 3: the removed record (``None``: there was none) and the handshake → the outcome."""
+    """Step 3: the removed value (``None``: there was none) and the handshake → the outcome.
+
+    ``connection`` is :attr:`TakeTicket.connection`, for a replay's
+    :attr:`~ticketd.tombstones.Replay.connection`."""
     if raw is None:
         return TicketRejected(Reason.INVALID, ticket_hash=ticket_hash)
+    if is_tombstone(raw):
+        return _replayed(raw, handshake, now=now, ticket_hash=ticket_hash, connection=connection)
     try:
         claims = decode_record(raw)
     except ValueError:
@@ -121,3 +144,21 @@ def decide(
         )
     except TicketRejected as exc:
         return exc
+
+
+def _replayed(
+    raw: bytes, handshake: Handshake, *, now: float, ticket_hash: str | None, connection: str
+) -> TicketRejected:
+    """A tombstone came back: ``invalid``, detail ``replayed`` (or ``unreadable_record``)."""
+    try:
+        tombstone = decode_tombstone(raw)
+    except ValueError:
+        return TicketRejected(
+            Reason.INVALID, ticket_hash=ticket_hash, detail=Detail.UNREADABLE_RECORD
+        )
+    return TicketRejected(
+        Reason.INVALID,
+        ticket_hash=ticket_hash,
+        detail=Detail.REPLAYED,
+        replay=replay_of(tombstone, handshake.client_ip, now=now, connection=connection),
+    )

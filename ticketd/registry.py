@@ -72,9 +72,10 @@ class LiveConnection:
         self._lock = threading.Lock()
 
     @classmethod
-    def of(cls, claims: Claims) -> LiveConnection:
-        """A new connection with a fresh random id (not registered anywhere yet)."""
-        return cls(claims, secrets.token_urlsafe(12))
+    def of(cls, claims: Claims, connection_id: str | None = None) -> LiveConnection:
+        """A new connection (not registered anywhere yet) under ``connection_id``, or a
+        fresh random id."""
+        return cls(claims, connection_id or secrets.token_urlsafe(12))
 
     def attach(self, closer: Closer, gone: Callable[[], bool] | None = None) -> None:
         """Give the connection its closer (and a "has it ended" test); a close requested
@@ -127,8 +128,10 @@ class LiveConnections:
         self._lock = threading.Lock()
         self._by_subject: dict[str, set[LiveConnection]] = {}
 
-    def add(self, claims: Claims) -> LiveConnection:
-        entry = LiveConnection.of(claims)
+    def add(self, claims: Claims, connection_id: str | None = None) -> LiveConnection:
+        """Register a connection under ``connection_id`` (the ticket's, which a replay's
+        ``close_first`` revokes; :func:`~ticketd.tombstones.connection_id`), or a new one."""
+        entry = LiveConnection.of(claims, connection_id)
         with self._lock:
             self._by_subject.setdefault(entry.target.subject, set()).add(entry)
         return entry

@@ -138,6 +138,11 @@ class Revoker(_RevokerBase):
         arguments (before any Redis call); :class:`StoreUnavailable` if Redis failed,
         in which case the revocation may or may not have been stored: retry it."""
         revocation = self._revocation(subject, session, except_session, connection)
+        return await self.write(revocation, reason)
+
+    async def write(self, revocation: Revocation, reason: str | None = None) -> Revocation:
+        """Write a :class:`~ticketd.revocation.Revocation` already built (and hashed):
+        the state, then the event. What :meth:`revoke` does after validating."""
         set_command = _set_command(revocation, self.key_prefix, self.ttl_ms)
         xadd_command = _xadd_command(revocation, self.key_prefix)
         try:
@@ -181,6 +186,10 @@ class BlockingRevoker(_RevokerBase):
     ) -> Revocation:
         """Blocking :meth:`Revoker.revoke`."""
         revocation = self._revocation(subject, session, except_session, connection)
+        return self.write(revocation, reason)
+
+    def write(self, revocation: Revocation, reason: str | None = None) -> Revocation:
+        """Blocking :meth:`Revoker.write`."""
         set_command = _set_command(revocation, self.key_prefix, self.ttl_ms)
         xadd_command = _xadd_command(revocation, self.key_prefix)
         try:

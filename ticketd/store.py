@@ -1,11 +1,17 @@
 """The ticket store: the only code that talks to Redis.
 
-Two single-key commands, so the store works unchanged on standalone Redis,
-Sentinel, Cluster, managed services and fakeredis:
+Single-key commands, so the store works unchanged on standalone Redis (6.2 or
+later), Sentinel, Cluster, managed services and fakeredis:
 
 - mint:   ``SET key record PX ttl NX`` (NX: a 256-bit collision would be a bug, not data);
-- redeem: ``GETDEL key`` — atomic read-and-delete in one round trip. Two concurrent
-  redeems of one ticket cannot both see the record.
+- redeem: ``SET key tombstone XX GET KEEPTTL`` — atomic read-and-replace in one round
+  trip: the record comes back and a tombstone (:mod:`ticketd.tombstones`) stays until
+  the ticket's TTL, so a second redeem learns it is a replay. Two concurrent redeems
+  of one ticket cannot both see the record. (``take(key)`` without a tombstone is the
+  plain ``GETDEL``.) Then ``SET key tombstone XX KEEPTTL`` (:meth:`TicketStore.settle`,
+  best effort): for an accepted record, a tombstone with the subject and session
+  hashes; for a replay, the first use's tombstone back (the replay's own ``SET``
+  overwrote it), so a third use still learns about the first.
 
 Every failure (connection, timeout, an error reply such as OOM under
 ``maxmemory``, or the overall deadline) becomes :class:`StoreUnavailable`, which
@@ -35,10 +41,10 @@ from .connection import (
     async_client,
     client_address,
     client_kwargs,
-    client_socket_timeout,
     sync_client,
 )
 from .exceptions import StoreOperation, StoreUnavailable
+from .takes import acknowledged, as_bytes, replicated_take, take_command, take_options
 
 __all__ = [
     "DEFAULT_DEADLINE",
@@ -117,8 +123,8 @@ class AsyncRedisLike(Protocol):
 
     def set(self, name: str, value: bytes, *, px: int, nx: bool) -> Awaitable[Any]: ...
     def getdel(self, name: str) -> Awaitable[Any]: ...
+    def execute_command(self, *args: Any, **options: Any) -> Awaitable[Any]: ...
     def delete(self, *names: str) -> Awaitable[Any]: ...
-    def execute_command(self, *args: Any) -> Awaitable[Any]: ...
     def ping(self) -> Awaitable[Any]: ...
 
 
@@ -127,6 +133,7 @@ class SyncRedisLike(Protocol):
 
     def set(self, name: str, value: bytes, *, px: int, nx: bool) -> Any: ...
     def getdel(self, name: str) -> Any: ...
+    def execute_command(self, *args: Any, **options: Any) -> Any: ...
     def ping(self) -> Any: ...
 
 
@@ -248,26 +255,45 @@ class TicketStore:
                     self._orphans.pop(key, None)
                     del passes[key]
 
-    async def take(self, key: str) -> bytes | None:
-        """Atomically fetch and delete a record; ``None`` if there is none.
+    async def take(self, key: str, tombstone: bytes | None = None) -> bytes | None:
+        """Atomically fetch a record and leave ``tombstone`` in its place (``GETDEL``
+        when ``tombstone`` is ``None``); ``None`` if there was no value.
 
-        With ``wait_replicas``, see :func:`_replicated_take`.
+        The value returned may be an earlier redeem's tombstone. With
+        ``wait_replicas``, see :func:`~ticketd.takes.replicated_take`.
         """
+        command = take_command(key, tombstone)
         try:
             if self.wait_replicas:
                 async with asyncio.timeout(self.deadline):
-                    pipe = _replicated_take(self.client, key, self.wait_replicas, self.deadline)
-                    return _acknowledged(await pipe.execute(), self.wait_replicas)
+                    pipe = replicated_take(self.client, command, self.wait_replicas, self.deadline)
+                    return acknowledged(await pipe.execute(), self.wait_replicas)
             if self.batcher is not None:  # the batcher enforces the deadline per batch
-                (value,) = await self.batcher.execute([("GETDEL", key)])
+                (value,) = await self.batcher.execute([command])
             else:
                 async with asyncio.timeout(self.deadline):
-                    value = await self.client.getdel(key)
+                    value = await self.client.execute_command(*command, **take_options(command))
         except _STORE_ERRORS as exc:
             raise StoreUnavailable.from_error(
                 StoreOperation.REDEEM, exc, where=client_address(self.client)
             ) from exc
-        return _as_bytes(value)
+        return as_bytes(value)
+
+    async def settle(self, key: str, tombstone: bytes) -> bool:
+        """Replace a tombstone by a fuller one (``SET key tombstone XX KEEPTTL``).
+
+        Best effort: the ticket is burned already, so a failure (``False``) costs only
+        what a replay of it could have told."""
+        command = ("SET", key, tombstone, "XX", "KEEPTTL")
+        try:
+            if self.batcher is not None:
+                await self.batcher.execute([command])
+            else:
+                async with asyncio.timeout(self.deadline):
+                    await self.client.execute_command(*command)
+        except _STORE_ERRORS:
+            return False
+        return True
 
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless Redis answers within the deadline."""
@@ -324,18 +350,27 @@ class BlockingTicketStore:
             ) from exc
         _check_stored(stored)
 
-    def take(self, key: str) -> bytes | None:
+    def take(self, key: str, tombstone: bytes | None = None) -> bytes | None:
         """Blocking :meth:`TicketStore.take`."""
+        command = take_command(key, tombstone)
         try:
             if self.wait_replicas:
-                pipe = _replicated_take(self.client, key, self.wait_replicas, self.deadline)
-                return _acknowledged(pipe.execute(), self.wait_replicas)
-            value = self.client.getdel(key)
+                pipe = replicated_take(self.client, command, self.wait_replicas, self.deadline)
+                return acknowledged(pipe.execute(), self.wait_replicas)
+            value = self.client.execute_command(*command, **take_options(command))
         except _BLOCKING_STORE_ERRORS as exc:
             raise StoreUnavailable.from_error(
                 StoreOperation.REDEEM, exc, where=client_address(self.client)
             ) from exc
-        return _as_bytes(value)
+        return as_bytes(value)
+
+    def settle(self, key: str, tombstone: bytes) -> bool:
+        """Blocking :meth:`TicketStore.settle`."""
+        try:
+            self.client.execute_command("SET", key, tombstone, "XX", "KEEPTTL")
+        except _BLOCKING_STORE_ERRORS:
+            return False
+        return True
 
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless Redis answers within the deadline."""
@@ -357,45 +392,6 @@ def _check_stored(stored: object) -> None:
         raise StoreUnavailable("mint failed: key already exists", operation=StoreOperation.MINT)
 
 
-def _replicated_take(client: Any, key: str, wait_replicas: int, deadline: float) -> Any:
-    """A pipeline: GETDEL, then WAIT on the same connection (one round trip).
-
-    If fewer replicas than asked acknowledge the delete before the deadline, the
-    redeem fails closed: a failover could otherwise resurrect the ticket.
-
-    ``WAIT`` counts acknowledgements of the last write *of its own connection*, so
-    it must travel with the GETDEL:
-
-    - on Cluster, a keyless ``WAIT`` would be routed to other nodes (and other
-      connections), where it waits for nothing; it is pinned to the key's node,
-      which puts it in that node's pipeline, on the GETDEL's connection;
-    - its server-side timeout stays well under the client's socket timeout: a
-      ``WAIT`` that blocks as long as the socket timeout races it, and the
-      client's retry would then re-send the whole pipeline (a second GETDEL
-      finds nothing), turning "not acknowledged" into "invalid ticket".
-    """
-    timeout_ms = max(1, int(min(deadline, client_socket_timeout(client)) * 1000) // 2)
-    pipe = client.pipeline(transaction=False)
-    pipe.getdel(key)
-    node_from_key = getattr(client, "get_node_from_key", None)
-    if node_from_key is not None:  # RedisCluster
-        pipe.execute_command("WAIT", wait_replicas, timeout_ms, target_nodes=node_from_key(key))
-    else:
-        pipe.execute_command("WAIT", wait_replicas, timeout_ms)
-    return pipe
-
-
-def _acknowledged(replies: Sequence[Any], wait_replicas: int) -> bytes | None:
-    """The GETDEL's value if enough replicas acknowledged the delete, else fail closed."""
-    value, acknowledged = replies
-    if int(acknowledged) < wait_replicas:
-        raise StoreUnavailable(
-            f"redeem not acknowledged by {wait_replicas} replica(s) (got {int(acknowledged)})",
-            operation=StoreOperation.REDEEM,
-        )
-    return _as_bytes(value)
-
-
 def _check_timeouts(client: object, deadline: float) -> None:
     """Refuse a redis-py client that could block a thread longer than ``deadline``."""
     kwargs = client_kwargs(client)
@@ -409,13 +405,3 @@ def _check_timeouts(client: object, deadline: float) -> None:
                 f"({deadline:g} s): a blocking call cannot be cut short; "
                 "use BlockingTicketStore.from_url or ticketd.connection.sync_client"
             )
-
-
-def _as_bytes(value: object) -> bytes | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):  # a client created with decode_responses=True
-        return value.encode("utf-8")
-    raise StoreUnavailable("redeem failed: unexpected reply type", operation=StoreOperation.REDEEM)

@@ -37,9 +37,10 @@ export class TicketRejected extends TicketdError {
    * @param {string} reason one of the keys of REJECTION_STATUS
    * @param {{ ticketHash?: string | null, detail?: string | null }} [options] the log id of
    *   a well-formed ticket; a detail for logs only (`issued_in_future`, `expired_by_clock`,
-   *   `unreadable_record`, as Python's `Detail`)
+   *   `unreadable_record`, `replayed`, as Python's `Detail`); for a replay, `replay`:
+   *   `{ sinceFirstUseMs, sameClient, connection, subject, session }`
    */
-  constructor(reason, { ticketHash = null, detail = null } = {}) {
+  constructor(reason, { ticketHash = null, detail = null, replay = null } = {}) {
     if (!Object.hasOwn(REJECTION_STATUS, reason)) {
       throw new TypeError(`unknown rejection reason ${JSON.stringify(reason)}`);
     }
@@ -47,6 +48,7 @@ export class TicketRejected extends TicketdError {
     this.reason = reason;
     this.ticketHash = ticketHash;
     this.detail = detail;
+    this.replay = replay;
   }
 
   get status() {

@@ -19,5 +19,6 @@ export { canonicalOrigin, InvalidOrigin } from "./origins.js";
 export { redeemCommand } from "./redis.js";
 export { eventRevokes, isRevoked, revocationSubject, sessionHash, subjectId } from "./revocation.js";
 export { decodeRecord, isWellFormed, logId, newTicket, ticketDigest, ticketKey } from "./tickets.js";
+export { clientFingerprint, connectionIdOf, decodeTombstone, isTombstone } from "./tombstones.js";
 export { DENIAL_BODY, ticketProtocols, ticketUpgrade } from "./upgrade.js";
 export { createVerifier, DEFAULT_KEY_PREFIX } from "./verifier.js";

@@ -13,11 +13,17 @@ export const DEFAULT_DEADLINE_MS = 1000;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 1000;
 
 /**
- * The redeem command on a record key, and how to read its reply. One function, so
- * that a tombstone command (`SET key tombstone XX GET KEEPTTL`) can replace it.
+ * The redeem command on a record key: replace the record by `tombstone` and return
+ * what was there (`SET key tombstone XX GET KEEPTTL`, Redis 6.2+; the reply is the old
+ * value or null). Without a tombstone, the plain `GETDEL`.
  */
-export function redeemCommand(key) {
-  return ["GETDEL", key];
+export function redeemCommand(key, tombstone = null) {
+  return tombstone === null ? ["GETDEL", key] : ["SET", key, tombstone, "XX", "GET", "KEEPTTL"];
+}
+
+/** Replace a tombstone by another, keeping the TTL (`SET key tombstone XX KEEPTTL`). */
+export function settleCommand(key, tombstone) {
+  return ["SET", key, tombstone, "XX", "KEEPTTL"];
 }
 
 /** A connected-on-demand node-redis client for `url`, with explicit timeouts. */

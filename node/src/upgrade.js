@@ -15,7 +15,6 @@
  * close`, `Content-Length`, the body "ticket rejected"), ended and then destroyed
  * once written, so the client receives it. Every refusal has the same body.
  */
-import { randomBytes } from "node:crypto";
 import { STATUS_CODES } from "node:http";
 import { StoreUnavailable, TicketRejected, UNAVAILABLE_STATUS } from "./errors.js";
 import {
@@ -30,6 +29,7 @@ import { armLifetime } from "./lifetime.js";
 import { resolveLogger } from "./log.js";
 import { revocationSubject } from "./revocation.js";
 import { logId } from "./tickets.js";
+import { connectionIdOf } from "./tombstones.js";
 
 export const DENIAL_BODY = "ticket rejected\n";
 
@@ -143,7 +143,9 @@ export function ticketUpgrade({
       claims = await verifier.redeem(presented.ticket, {
         origin: requestOrigin(headers),
         clientIp: addressOf(req),
-        onClaims: revocations ? (c) => (held = revocations.hold(revocationSubject(c, connectionId()))) : undefined,
+        onClaims: revocations
+          ? (c) => (held = revocations.hold(revocationSubject(c, connectionIdOf(presented.ticket))))
+          : undefined,
       });
       if (held?.revoked) throw new TicketRejected("revoked", { ticketHash: logId(presented.ticket) });
     } catch (error) {
@@ -166,7 +168,7 @@ export function ticketUpgrade({
     req.ticketd = {
       claims,
       subprotocol: presented.subprotocol,
-      connectionId: held?.who.connectionId ?? connectionId(),
+      connectionId: held?.who.connectionId ?? connectionIdOf(presented.ticket),
     };
     wss.handleUpgrade(req, socket, head, (ws) => {
       ws.ticketd = req.ticketd;
@@ -194,8 +196,4 @@ export function ticketUpgrade({
       refuse(socket, 500);
     });
   };
-}
-
-function connectionId() {
-  return randomBytes(12).toString("base64url");
 }

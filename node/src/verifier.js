@@ -3,8 +3,10 @@
  * `POST /v1/tickets/redeem`. A redeem, as in docs/PROTOCOL.md section 4:
  *
  * 1. format check: a malformed ticket is refused without a Redis (or HTTP) call;
- * 2. the redeem command (GETDEL) on the hashed key: the ticket is burned whatever follows;
- * 3. no record, or an unreadable one → `invalid`;
+ * 2. the redeem command (`SET key tombstone XX GET KEEPTTL`) on the hashed key: the
+ *    ticket is burned whatever follows, and its tombstone stays until the TTL;
+ * 3. no record, or an unreadable one → `invalid`; a tombstone → `invalid` with the
+ *    detail `replayed` and `error.replay` (docs/PROTOCOL.md section 8);
  * 4. binding checks (expiry, Origin, audience, client address);
  * 5. revocation state → `revoked`.
  *
@@ -13,9 +15,18 @@
 import { checkBinding, DEFAULT_LEEWAY } from "./binding.js";
 import { StoreUnavailable, TicketRejected, TicketdError, REJECTION_STATUS } from "./errors.js";
 import { resolveLogger } from "./log.js";
-import { clientFromUrl, closeClient, DEFAULT_DEADLINE_MS, ensureConnected, redeemCommand, send } from "./redis.js";
+import {
+  clientFromUrl,
+  closeClient,
+  DEFAULT_DEADLINE_MS,
+  ensureConnected,
+  redeemCommand,
+  send,
+  settleCommand,
+} from "./redis.js";
 import { isRevoked, readState, revocationSubject, stateKeys } from "./revocation.js";
 import { decodeRecord, isWellFormed, ticketDigest } from "./tickets.js";
+import { decodeTombstone, encodeTombstone, firstUse, isTombstone, replayOf, settled } from "./tombstones.js";
 
 export const DEFAULT_KEY_PREFIX = "ticketd:";
 
@@ -67,7 +78,13 @@ class BaseVerifier {
   _rejected(error) {
     if (error instanceof TicketRejected) {
       const detail = error.detail ? ` detail=${error.detail}` : "";
-      this.logger.info(`ticket rejected reason=${error.reason}${detail} ticket=${error.ticketHash ?? "-"}`);
+      const r = error.replay;
+      const replay = r
+        ? ` since_first_use_ms=${r.sinceFirstUseMs} same_client=${r.sameClient ? "yes" : "no"}` +
+          ` subject=${(r.subject ?? "-").slice(0, 8)}`
+        : "";
+      const level = r ? "warn" : "info";
+      this.logger[level](`ticket rejected reason=${error.reason}${detail} ticket=${error.ticketHash ?? "-"}${replay}`);
     } else if (error instanceof StoreUnavailable) {
       this.logger.warn(`ticket store unavailable during redeem: ${error.message}`);
     }
@@ -97,18 +114,47 @@ class RedisVerifier extends BaseVerifier {
   async redeem(ticket, { origin = null, clientIp = null, onClaims } = {}) {
     const digest = this._check(ticket);
     const ticketHash = digest.slice(0, 8);
+    const key = this.keyPrefix + digest;
+    const mark = firstUse(clientIp, this.clock());
     try {
-      const raw = await send(this.redis, redeemCommand(this.keyPrefix + digest), {
+      const raw = await send(this.redis, redeemCommand(key, encodeTombstone(mark)), {
         deadlineMs: this.deadlineMs,
         operation: "redeem",
       });
+      if (raw !== null && raw !== undefined && isTombstone(raw)) {
+        const rejection = this._replayed(raw, { ticket, ticketHash, clientIp });
+        // The first use's tombstone back (ours overwrote it), if it was one.
+        if (rejection.replay) await this._settle(key, raw);
+        throw rejection;
+      }
       const claims = this._decide(raw, { ticketHash, origin, clientIp });
+      await this._settle(key, encodeTombstone(settled(mark, claims)));
       onClaims?.(claims);
       if (this.checkRevocation) await this._revocationCheck(claims, ticketHash);
       return claims;
     } catch (error) {
       throw this._rejected(error);
     }
+  }
+
+  /** Best effort: the ticket is burned already; a failure costs only what a replay could tell. */
+  async _settle(key, tombstone) {
+    try {
+      await send(this.redis, settleCommand(key, tombstone), { deadlineMs: this.deadlineMs, operation: "redeem" });
+    } catch {
+      // nothing to do: the tombstone keeps what the first command wrote
+    }
+  }
+
+  _replayed(raw, { ticket, ticketHash, clientIp }) {
+    let tombstone;
+    try {
+      tombstone = decodeTombstone(raw);
+    } catch {
+      return new TicketRejected("invalid", { ticketHash, detail: "unreadable_record" });
+    }
+    const replay = replayOf(tombstone, ticket, clientIp, this.clock());
+    return new TicketRejected("invalid", { ticketHash, detail: "replayed", replay });
   }
 
   _decide(raw, { ticketHash, origin, clientIp }) {

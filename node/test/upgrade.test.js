@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { connect } from "node:net";
 import { after, before, beforeEach, describe, test } from "node:test";
 import WebSocket from "ws";
-import { createVerifier, logId, newTicket, ticketKey } from "../src/index.js";
+import { createVerifier, isTombstone, logId, newTicket, ticketKey } from "../src/index.js";
 import { blackhole, ORIGIN, rawHandshake, recordV1, startRedis, wsServer } from "./support.js";
 
 const PREFIX = "ticketd:";
@@ -25,7 +25,11 @@ async function mint(options = {}) {
   return ticket;
 }
 
-const exists = async (ticket) => (await redis.client.exists(ticketKey(PREFIX, ticket))) === 1;
+/** Whether the ticket's record (not the tombstone a redeem leaves) is still in Redis. */
+const exists = async (ticket) => {
+  const value = await redis.client.get(ticketKey(PREFIX, ticket));
+  return value !== null && !isTombstone(value);
+};
 
 function open(url, protocols, options = { origin: ORIGIN }) {
   return new Promise((resolve) => {
@@ -167,7 +171,18 @@ describe("refusals before the 101", () => {
     const first = await open(`${app.url}/ws?ticket=${ticket}`);
     assert.ok(first.ws);
     first.ws.close();
-    expectRefusal((await rawHandshake(app.port, { target: `/ws?ticket=${ticket}` })).text, 401);
+    const replayed = (await rawHandshake(app.port, { target: `/ws?ticket=${ticket}` })).text;
+    expectRefusal(replayed, 401);
+    // The client cannot tell a replay from an unknown ticket: the same bytes.
+    const unknown = (await rawHandshake(app.port, { target: `/ws?ticket=${newTicket()}` })).text;
+    assert.equal(replayed, unknown);
+    // The log can: one line with the replay's facts (same client: both from 127.0.0.1).
+    const replays = lines.filter((l) => l.includes("detail=replayed"));
+    assert.equal(replays.length, 1);
+    assert.match(replays[0], new RegExp(`ticket=${logId(ticket)} since_first_use_ms=\\d+ same_client=yes`));
+    const unknownLines = lines.filter((l) => l.startsWith("ticket rejected reason=invalid") && !l.includes("detail="));
+    assert.equal(unknownLines.length, 1);
+    assert.ok(!lines.some((l) => l.includes(ticket)));
   });
 
   test("two tickets: 400, neither consumed", async () => {

@@ -24,6 +24,10 @@ import {
   ticketDigest,
   ticketKey,
   TicketRejected,
+  clientFingerprint,
+  connectionIdOf,
+  decodeTombstone,
+  isTombstone,
 } from "../src/index.js";
 import { CLOSE_REVOKED, CLOSE_SESSION_ENDED } from "../src/feed.js";
 import { connectionKey, sessionKey, streamKey, subjectKey } from "../src/revocation.js";
@@ -159,17 +163,76 @@ describe("redeem against a real redis-server", () => {
         outcome = { outcome: "ok", status: 101, claims };
       } catch (error) {
         assert.ok(error instanceof TicketRejected, String(error));
-        outcome = { outcome: error.reason, status: error.status };
+        outcome = { outcome: error.reason, status: error.status, error };
       }
       assert.deepEqual([outcome.outcome, outcome.status], [v.outcome, v.status]);
       if (v.outcome === "ok") assertClaims(outcome.claims, v.claims);
-      assert.equal(key !== null && (await redis.client.exists(key)) === 1, v.record_left);
+      if (v.replay !== undefined) {
+        assert.equal(outcome.error.detail, v.detail);
+        const r = outcome.error.replay;
+        assert.deepEqual(
+          {
+            since_first_use_ms: r.sinceFirstUseMs,
+            same_client: r.sameClient,
+            connection: r.connection,
+            subject: r.subject,
+            session: r.session,
+          },
+          v.replay,
+        );
+      } else if (outcome.error) {
+        assert.notEqual(outcome.error.detail, "replayed");
+      }
+      const left = key === null ? null : await redis.client.get(key);
+      assert.equal(left !== null && !isTombstone(left), v.record_left);
+      assert.equal(left !== null && isTombstone(left) ? left : null, v.tombstone);
       if (v.redis_calls !== undefined) {
-        // Python sends one command; Node adds the revocation read after a successful binding.
-        assert.equal(sent.filter((c) => c === "GETDEL").length, v.redis_calls);
+        // The take and the settle, as in Python; Node adds the revocation read (MGET) after.
+        assert.equal(sent.filter((c) => c !== "MGET").length, v.redis_calls);
       }
       if (v.outcome === "malformed") assert.deepEqual(sent, []);
       await client.close();
+    });
+  }
+});
+
+describe("tombstones", () => {
+  const vectors = load("tombstones.json");
+  count(
+    "tombstones.json",
+    vectors.fingerprints.length +
+      vectors.connection_ids.length +
+      vectors.valid.length +
+      vectors.invalid.length +
+      vectors.records_are_not_tombstones.length,
+  );
+  for (const v of vectors.fingerprints) {
+    test(`fingerprint ${JSON.stringify(v.client_ip)}`, () =>
+      assert.equal(clientFingerprint(v.client_ip), v.fingerprint));
+  }
+  for (const v of vectors.connection_ids) {
+    test(`connection id ${v.ticket.slice(0, 6)}`, () => assert.equal(connectionIdOf(v.ticket), v.connection));
+  }
+  for (const v of vectors.valid) {
+    test(`tombstone ${v.raw}`, () => {
+      assert.ok(isTombstone(v.raw));
+      const t = decodeTombstone(v.raw);
+      assert.deepEqual(
+        [t.firstUsedMs, t.client, t.subject, t.session],
+        [v.first_used_ms, v.client, v.subject, v.session],
+      );
+    });
+  }
+  for (const raw of vectors.invalid) {
+    test(`not a tombstone ${raw}`, () => {
+      decodeTombstone(vectors.valid[0].raw); // the control
+      assert.throws(() => decodeTombstone(raw), RangeError);
+    });
+  }
+  for (const raw of vectors.records_are_not_tombstones) {
+    test(`a record is not a tombstone ${raw.slice(0, 12)}`, () => {
+      assert.equal(isTombstone(raw), false);
+      decodeRecord(raw);
     });
   }
 });

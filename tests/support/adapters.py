@@ -12,6 +12,7 @@ import redis.asyncio
 from ticketd import TicketIssuer, TicketStore, TicketVerifier
 from ticketd.revocation import SessionRef
 from ticketd.tickets import ticket_key
+from ticketd.tombstones import is_tombstone
 
 ORIGIN = "https://app.example"
 OTHER_ORIGIN = "https://evil.example"
@@ -57,8 +58,14 @@ class TicketEnv:
         return issued.ticket
 
     async def stored(self, ticket: str) -> bool:
-        """Whether the ticket is still redeemable (its record is in Redis)."""
-        return bool(await self.client.exists(ticket_key(PREFIX, ticket)))
+        """Whether the ticket is still redeemable (its record, not a tombstone, is in Redis)."""
+        value = await self.client.get(ticket_key(PREFIX, ticket))
+        return value is not None and not is_tombstone(value)
+
+    async def tombstoned(self, ticket: str) -> bool:
+        """Whether the ticket was redeemed (its tombstone is in Redis)."""
+        value = await self.client.get(ticket_key(PREFIX, ticket))
+        return value is not None and is_tombstone(value)
 
 
 @asynccontextmanager

@@ -14,6 +14,7 @@ from tests.support.servers import serve_app
 from ticketd.service import Settings, create_app
 from ticketd.service.settings import build_settings
 from ticketd.sessions import issue_session_cookie
+from ticketd.tombstones import is_tombstone
 
 SECRET = "test-only-session-key-0123456789abcdefghij"
 OLD_SECRET = "test-only-retired-key-9876543210zyxwvutsrq"
@@ -51,10 +52,20 @@ def aged_cookie(
         return cookie_for(subject, secret=secret, key=key)
 
 
-def ticket_keys(client: redis.Redis) -> list[bytes]:
-    """Ticket records only (rate-limit counters live under ``ticketd:rl:``)."""
+def _ticket_keys(client: redis.Redis) -> list[bytes]:
     keys = client.keys(f"{PREFIX}*")
     return [k for k in keys if isinstance(k, bytes) and b":" not in k[len(PREFIX) :]]
+
+
+def ticket_keys(client: redis.Redis) -> list[bytes]:
+    """Keys holding a ticket record (rate-limit counters live under ``ticketd:rl:``;
+    the tombstones redeemed tickets leave are not records: :func:`tombstone_keys`)."""
+    return [k for k in _ticket_keys(client) if not is_tombstone(client.get(k) or b"")]
+
+
+def tombstone_keys(client: redis.Redis) -> list[bytes]:
+    """Keys holding the tombstone of a redeemed ticket."""
+    return [k for k in _ticket_keys(client) if is_tombstone(client.get(k) or b"")]
 
 
 @contextmanager

@@ -37,7 +37,9 @@ from ..handshake import (
     is_websocket_upgrade,
     request_origin,
 )
+from ..replay import replay_fields
 from ..tickets import Claims, log_id
+from ..tombstones import connection_id
 
 if TYPE_CHECKING:
     from ..verifier import BlockingTicketVerifier, TicketVerifier
@@ -66,10 +68,13 @@ UNAVAILABLE_STATUS = 503
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """The ticket was redeemed. ``subprotocol`` is what the server must select (or ``None``)."""
+    """The ticket was redeemed. ``subprotocol`` is what the server must select (or ``None``);
+    ``connection_id`` the id to register the connection under (a replay's ``close_first``
+    revokes it: :func:`~ticketd.tombstones.connection_id` of the ticket)."""
 
     claims: Claims
     subprotocol: str | None
+    connection_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +95,11 @@ class Denied:
 def _rejected(exc: TicketRejected) -> Denied:
     _logger.log(
         logging.WARNING if exc.detail is not None else logging.INFO,
-        "websocket handshake refused reason=%s ticket=%s%s",
+        "websocket handshake refused reason=%s ticket=%s%s%s",
         exc.reason.value,
         exc.ticket_hash or "-",
         f" detail={exc.detail.value}" if exc.detail is not None else "",
+        replay_fields(exc.replay),
     )
     return Denied(status=REJECTION_STATUS[exc.reason], reason=exc.reason)
 
@@ -179,7 +185,11 @@ def _settle(presented: PresentedTicket, result: Claims | TicketError) -> Admitte
         return _unavailable(presented.ticket, result)
     if isinstance(result, TicketError):
         raise result
-    return Admitted(claims=result, subprotocol=presented.subprotocol)
+    return Admitted(
+        claims=result,
+        subprotocol=presented.subprotocol,
+        connection_id=connection_id(presented.ticket),
+    )
 
 
 async def admit(

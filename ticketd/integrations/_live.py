@@ -119,10 +119,10 @@ async def hold(
     if isinstance(outcome, Denied):
         return outcome
     if watch is None:
-        entry = LiveConnection.of(outcome.claims)
+        entry = LiveConnection.of(outcome.claims, outcome.connection_id)
     else:
         try:
-            entry = await watch.admit(outcome.claims)
+            entry = await watch.admit(outcome.claims, outcome.connection_id)
         except TicketRejected as exc:
             return _revoked(exc)
         except StoreUnavailable:
@@ -142,10 +142,10 @@ def hold_blocking(
     if isinstance(outcome, Denied):
         return outcome
     if watch is None:
-        entry = LiveConnection.of(outcome.claims)
+        entry = LiveConnection.of(outcome.claims, outcome.connection_id)
     else:
         try:
-            entry = watch.admit(outcome.claims)
+            entry = watch.admit(outcome.claims, outcome.connection_id)
         except TicketRejected as exc:
             return _revoked(exc)
         except StoreUnavailable:

@@ -277,12 +277,13 @@ def _check_config(args: argparse.Namespace) -> int:
 async def _connect(settings: Settings) -> int:
     from ..connection import async_client
     from ..store import TicketStore
-    from .diagnostics import check_store, redis_target
+    from .diagnostics import check_redeem_command, check_store, redis_target
     from .runtime import redis_options
 
     store = TicketStore(async_client(redis_options(settings)), deadline=settings.store_deadline)
     try:
         problem = await check_store(store, settings)
+        unsupported = await check_redeem_command(store, settings) if problem is None else None
     finally:
         await store.aclose()
     if problem is not None:
@@ -291,7 +292,13 @@ async def _connect(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"connection OK: Redis at {redis_target(settings)} answered PING")
+    if unsupported is not None:
+        print(f"ticketd: Redis at {redis_target(settings)}: {unsupported}", file=sys.stderr)
+        return 1
+    print(
+        f"connection OK: Redis at {redis_target(settings)} answered PING "
+        "and runs the redeem command (SET ... XX GET KEEPTTL)"
+    )
     return 0
 
 

@@ -15,7 +15,13 @@ from ..exceptions import StoreUnavailable
 from ..store import TicketStore
 from .settings import Settings
 
-__all__ = ["check_store", "describe_failure", "redis_target", "warn_if_unreachable"]
+__all__ = [
+    "check_redeem_command",
+    "check_store",
+    "describe_failure",
+    "redis_target",
+    "warn_if_unreachable",
+]
 
 _logger = logging.getLogger("ticketd.service")
 
@@ -66,6 +72,23 @@ async def check_store(store: TicketStore, settings: Settings) -> str | None:
         await store.ping()
     except StoreUnavailable as exc:
         return describe_failure(exc, settings)
+    return None
+
+
+_PROBE_KEY = "check-config:redeem-probe"
+_PROBE_TOMBSTONE = b"[0,0,null,null,null]"
+
+
+async def check_redeem_command(store: TicketStore, settings: Settings) -> str | None:
+    """``None`` when Redis runs the redeem command (``SET ... XX GET KEEPTTL``, Redis 6.2
+    or later), else why not. The probe key does not exist, so ``XX`` writes nothing."""
+    try:
+        await store.take(settings.key_prefix + _PROBE_KEY, _PROBE_TOMBSTONE)
+    except StoreUnavailable as exc:
+        return (
+            f"the redeem command SET ... XX GET KEEPTTL failed ({describe_failure(exc, settings)});"
+            " ticketd needs Redis 6.2 or later"
+        )
     return None
 
 

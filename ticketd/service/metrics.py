@@ -36,6 +36,18 @@ class Metrics:
             ["outcome", "via"],
             registry=r,
         )
+        self.replays = Counter(
+            "ticketd_replays",
+            "Replayed tickets: kind=retry for the same client within the grace, else replay.",
+            ["kind"],
+            registry=r,
+        )
+        self.replay_webhook_dropped = Counter(
+            "ticketd_replay_webhook_dropped",
+            "Replay webhook notifications dropped, by cause (queue_full, failed).",
+            ["cause"],
+            registry=r,
+        )
         self.mint_latency = Histogram(
             "ticketd_mint_duration_seconds",
             "Mint handler latency.",

@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from ..exceptions import StoreUnavailable, TicketRejected
+from ..redemption_metrics import replay_kind
+from ..replay import outcome_of, replay_fields
 from ..revocation import target_of
 from ..revoker import check_revoked
 from ..tickets import Claims
@@ -166,14 +168,16 @@ async def _redeem(service: Service, request: Request) -> Response:
         revoked = await _revoked(service, claims)
     except TicketRejected as exc:
         # The one log line of this refusal (the verifier does not log): see ticketd.redemption.
-        service.metrics.redemptions.labels(exc.reason.value, "http").inc()
+        service.metrics.redemptions.labels(outcome_of(exc), "http").inc()
+        if exc.replay is not None:
+            service.metrics.replays.labels(replay_kind(exc)).inc()
         why = f" why={exc.detail.value}" if exc.detail is not None else ""
         return refuse(
             service.metrics,
             exc.reason.value,
             rid,
             where="redeem",
-            detail=f"ticket={exc.ticket_hash or '-'}{why}",
+            detail=f"ticket={exc.ticket_hash or '-'}{why}{replay_fields(exc.replay)}",
         )
     except StoreUnavailable as exc:
         service.metrics.store_errors.labels("redeem").inc()

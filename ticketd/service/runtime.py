@@ -10,6 +10,7 @@ holds no behaviour of its own: request helpers are in :mod:`.requests`, probes i
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import fakeredis
@@ -21,6 +22,7 @@ from ..revoker import Revoker
 from ..sessions import SessionVerifier
 from ..store import TicketStore
 from ..verifier import TicketVerifier
+from ..webhook import ReplayWebhook
 from .clientip import TrustedProxies
 from .metrics import Metrics
 from .ratelimit import MintLimits
@@ -61,7 +63,16 @@ class Service:
         self.issuer = TicketIssuer(
             self.store, key_prefix=settings.key_prefix, ttl=settings.ticket_ttl
         )
-        self.verifier = TicketVerifier(self.store, key_prefix=settings.key_prefix)
+        self.metrics = Metrics()
+        self.webhook = _webhook(settings, self.metrics)
+        self.verifier = TicketVerifier(
+            self.store,
+            key_prefix=settings.key_prefix,
+            on_replay=settings.on_replay,
+            replay_grace=settings.replay_grace,
+            observers=[self.webhook] if self.webhook is not None else [],
+            revocation_ttl=settings.session_max_age,
+        )
         self.revoker = Revoker(
             redis_client,
             key_prefix=settings.key_prefix,
@@ -88,12 +99,24 @@ class Service:
         self.proxies = TrustedProxies(settings.trusted_proxies)
         self.addresses = ClientAddresses(self.proxies)
         self.limits = MintLimits(settings, redis_client)
-        self.metrics = Metrics()
         self.draining = False
 
     async def aclose(self) -> None:
         await self.limits.aclose()
         await self.store.aclose()
+        if self.webhook is not None:
+            await asyncio.to_thread(self.webhook.close, 2.0)
+
+
+def _webhook(settings: Settings, metrics: Metrics) -> ReplayWebhook | None:
+    """The replay webhook, if configured; its drops are counted in the service's metrics."""
+    if settings.replay_webhook_url is None or settings.replay_webhook_secret is None:
+        return None
+    return ReplayWebhook(
+        settings.replay_webhook_url,
+        settings.replay_webhook_secret.get_secret_value(),
+        on_drop=lambda cause: metrics.replay_webhook_dropped.labels(cause).inc(),
+    )
 
 
 def redis_options(settings: Settings) -> RedisOptions:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -27,6 +28,7 @@ from pydantic_settings import (
 from ..hosts import HostAllowlist, HostPattern
 from ..issuer import validate_audience
 from ..origins import OriginAllowlist, OriginPattern
+from ..webhook import signing_key
 from .redis_url import redis_url_problem
 from .secret_strength import weakness
 
@@ -113,6 +115,12 @@ class Settings(BaseSettings):
     # Service-to-service redeem
     service_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
+    # Replays (ticketd.replay, ticketd.webhook)
+    on_replay: Literal["alert", "close_first", "revoke_session"] = "alert"
+    replay_grace: float = Field(default=2.0, ge=0, le=60)
+    replay_webhook_url: str | None = None
+    replay_webhook_secret: SecretStr | None = None
+
     # Abuse limits
     trusted_proxies: CommaList = Field(default_factory=list)
     rate_limit_per_subject: str = "30/minute"
@@ -154,7 +162,7 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: Any) -> Any:
         return _split(value)
 
-    @field_validator("log_level", "log_format", "session_format", mode="before")
+    @field_validator("log_level", "log_format", "session_format", "on_replay", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
@@ -213,6 +221,20 @@ class Settings(BaseSettings):
             raise ValueError("must look like '30/minute' (or 0 to disable)")
         return value.strip()
 
+    @field_validator("replay_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("replay_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            signing_key(value.get_secret_value())  # ValueError names the form, not the value
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
@@ -248,6 +270,11 @@ class Settings(BaseSettings):
         if self.redis_cluster and self.redis_sentinels:
             raise ValueError(
                 f"{ENV_PREFIX}REDIS_CLUSTER: cannot be combined with {ENV_PREFIX}REDIS_SENTINELS"
+            )
+        if (self.replay_webhook_url is None) != (self.replay_webhook_secret is None):
+            raise ValueError(
+                f"{ENV_PREFIX}REPLAY_WEBHOOK_URL: needs {ENV_PREFIX}REPLAY_WEBHOOK_SECRET"
+                " and the other way round (the webhook is signed)"
             )
         if (self.redis_cluster or self.redis_sentinels) and self.redis_url is None:
             raise ValueError(
