@@ -12,6 +12,7 @@ Nothing here needs a network or a container engine. ``kubectl`` (for
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import secrets
@@ -19,6 +20,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,8 +38,14 @@ from redis.retry import Retry
 from tests.support.redisproc import RedisServer
 from ticketd.batching import CommandBatcher
 from ticketd.connection import RedisOptions, async_client, sync_client
-from ticketd.exceptions import StoreUnavailable
-from ticketd.store import BlockingTicketStore
+from ticketd.exceptions import Detail, StoreUnavailable, TicketRejected
+from ticketd.issuer import TicketIssuer
+from ticketd.liveness import RevocationWatch
+from ticketd.revocation import SessionRef
+from ticketd.revoker import Revoker
+from ticketd.store import BlockingTicketStore, TicketStore
+from ticketd.tombstones import connection_id
+from ticketd.verifier import TicketVerifier
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -861,6 +869,39 @@ async def test_acl_allows_the_rate_limiter(acl_server: RedisServer) -> None:
         keys = admin.keys("*")
     assert keys
     assert all(key.startswith(b"ticketd:") for key in keys), keys
+
+
+@pytest.mark.redis
+async def test_acl_allows_revocations_replays_and_the_watch(acl_server: RedisServer) -> None:
+    """The real code of a WebSocket process and of ``POST /v1/revocations`` under the ACL:
+    a mint from a login, a redeem (tombstone and settle), a replay whose ``close_first``
+    policy writes a revocation (SET, XADD), and the watch that reads it (XREVRANGE,
+    XREAD, MGET) and closes the first connection."""
+    url = f"redis://ticketd:{TEST_PASSWORD}@127.0.0.1:{acl_server.port}/0"
+    client = async_client(RedisOptions(url=url, socket_timeout=2))
+    issuer = TicketIssuer(TicketStore(client))
+    verifier = TicketVerifier(TicketStore(client), audience="chat", on_replay="close_first")
+    origin = "https://app.example.com"
+    login = SessionRef(session="s-1", auth_at=time.time() - 5, expires_at=time.time() + 600)
+    closed = asyncio.Event()
+    try:
+        async with RevocationWatch(client, sweep_interval=60) as watch:
+            issued = await issuer.mint("alice", origin=origin, audience="chat", session=login)
+            claims = await verifier.redeem(issued.ticket, origin=origin, client_ip="192.0.2.1")
+            entry = await watch.admit(claims, connection_id(issued.ticket))
+            entry.attach(lambda code, reason: closed.set())
+            await asyncio.sleep(0.1)  # the feed has its tail id
+            with pytest.raises(TicketRejected) as replayed:
+                await verifier.redeem(issued.ticket, origin=origin, client_ip="198.51.100.9")
+            assert replayed.value.detail is Detail.REPLAYED
+            await asyncio.wait_for(closed.wait(), 5)
+            assert watch.stats.closed == {"push": 1}
+            assert watch.stats.feed_errors == 0
+            await Revoker(client, ttl=60).revoke("alice")  # what POST /v1/revocations does
+            with pytest.raises(TicketRejected):
+                await watch.admit(claims)
+    finally:
+        await client.aclose()
 
 
 DENIED_COMMANDS = (
