@@ -33,6 +33,8 @@ REDEEM_VARIANTS = ("http_redeem", "verifier", "raw_getdel")
 VARIANTS = MINT_VARIANTS + REDEEM_VARIANTS
 CONCURRENCY = 64
 WARM_UP = 3 * CONCURRENCY
+SLOW_DEADLINE = 30.0
+"""Store deadline and socket timeout under valgrind, which runs Python some 50x slower."""
 
 
 def _scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
@@ -117,7 +119,9 @@ async def _operation(variant: str, tickets: list[str]) -> tuple[Any, Any]:
 
     url = os.environ["BENCH_REDIS_URL"]
     if variant == "verifier":
-        verifier = TicketVerifier(TicketStore(async_client(RedisOptions(url=url))))
+        options = RedisOptions(url=url, socket_timeout=SLOW_DEADLINE)
+        store = TicketStore(async_client(options), deadline=SLOW_DEADLINE)
+        verifier = TicketVerifier(store)
 
         async def redeem(i: int) -> None:
             await verifier.redeem(tickets[i], origin=apps.ORIGIN)
@@ -128,7 +132,9 @@ async def _operation(variant: str, tickets: list[str]) -> tuple[Any, Any]:
 
     from ticketd.tickets import ticket_key
 
-    client = redis.asyncio.Redis.from_url(url, max_connections=CONCURRENCY)
+    client = redis.asyncio.Redis.from_url(
+        url, max_connections=CONCURRENCY, socket_timeout=SLOW_DEADLINE
+    )
     keys = [ticket_key("ticketd:", t) for t in tickets]
 
     async def getdel(i: int) -> None:
@@ -174,7 +180,12 @@ def _instructions(variant: str, count: int, url: str, tickets_file: str) -> int:
         "--tickets",
         tickets_file,
     ]
-    env = {**os.environ, "BENCH_REDIS_URL": url, "PYTHONHASHSEED": "0"}
+    env = {
+        **os.environ,
+        "BENCH_REDIS_URL": url,
+        "BENCH_STORE_DEADLINE": str(SLOW_DEADLINE),
+        "PYTHONHASHSEED": "0",
+    }
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     found = _COLLECTED.findall(done.stderr)
     if done.returncode != 0 or not found:
