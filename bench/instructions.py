@@ -197,15 +197,16 @@ def per_request(variant: str, count: int, url: str) -> float:
     """Instructions one more request of ``variant`` costs (callgrind, two runs)."""
     from .inproc import seed_tickets
 
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
-        needed = WARM_UP + 2 * count if variant in REDEEM_VARIANTS else 0
-        handle.write("\n".join(seed_tickets(url, needed) if needed else []))
-    try:
-        small = _instructions(variant, count, url, handle.name)
-        large = _instructions(variant, 2 * count, url, handle.name)
-    finally:
-        os.unlink(handle.name)
-    return (large - small) / count
+    collected = []
+    for n in (count, 2 * count):
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+            needed = WARM_UP + n if variant in REDEEM_VARIANTS else 0
+            handle.write("\n".join(seed_tickets(url, needed) if needed else []))
+        try:
+            collected.append(_instructions(variant, n, url, handle.name))
+        finally:
+            os.unlink(handle.name)
+    return (collected[1] - collected[0]) / count
 
 
 def main() -> int:
