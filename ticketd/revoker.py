@@ -15,7 +15,9 @@ seeing the state (which is what makes a revocation racing a handshake safe).
 :func:`check_revoked` / :func:`check_revoked_blocking` read the state of one
 target with a single ``MGET`` (one slot: all keys share the hash tag ``{S}``).
 Every store failure is :class:`~ticketd.exceptions.StoreUnavailable`; an
-unreadable marker counts as revoked (fail closed).
+unreadable marker counts as revoked (fail closed). :class:`StateRead` is the same
+read as data, for a caller that sends the ``MGET`` in a round trip of its own (the
+mint's plan, :mod:`ticketd.service.mintplan`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError
@@ -43,7 +46,14 @@ from .revocation import (
 )
 from .tickets import Subject
 
-__all__ = ["DEFAULT_TTL", "BlockingRevoker", "Revoker", "check_revoked", "check_revoked_blocking"]
+__all__ = [
+    "DEFAULT_TTL",
+    "BlockingRevoker",
+    "Revoker",
+    "StateRead",
+    "check_revoked",
+    "check_revoked_blocking",
+]
 
 _logger = logging.getLogger("ticketd.revocation")
 
@@ -206,6 +216,23 @@ def _decide(target: Target, values: Any) -> bool:
             "revocation marker unreadable subject=%s: treated as revoked", target.subject[:8]
         )
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class StateRead:
+    """One target's revocation state read (sans-I/O): the ``MGET`` and how to read its reply."""
+
+    key_prefix: str
+    target: Target
+
+    @property
+    def command(self) -> tuple[Any, ...]:
+        """``MGET`` of :func:`~ticketd.revocation.state_keys` (one slot on a Cluster)."""
+        return ("MGET", *state_keys(self.key_prefix, self.target))
+
+    def revoked(self, values: Any) -> bool:
+        """Whether the ``MGET`` reply says revoked; an unreadable marker does (fail closed)."""
+        return _decide(self.target, values)
 
 
 async def check_revoked(

@@ -5,10 +5,11 @@ handed out unless every check passed:
 
 1. Origin: exactly one, canonical, on the allowlist; ``Sec-Fetch-Site: cross-site`` refused;
 2. body: size, media type, schema, audience;
-3. session cookie → subject and login (local, no I/O); a login revoked by
-   ``POST /v1/revocations`` mints nothing (one state read, :mod:`.revocations`);
-4. one round trip (:class:`~.mintplan.MintPlan`): the per-IP counter, the
-   per-subject/outstanding counter and the ticket's ``SET``; a refusal deletes the
+3. session cookie → subject and login (local, no I/O);
+4. one round trip (:class:`~.mintplan.MintPlan`): the login's revocation state, the
+   per-IP counter, the per-subject/outstanding counter and the ticket's ``SET``;
+   the replies are read in this order — a login revoked by ``POST /v1/revocations``
+   mints nothing (``session_revoked``), then the limits — and a refusal deletes the
    record again;
 5. the ticket is returned only if it was stored.
 """
@@ -30,10 +31,10 @@ from ..issuer import validate_extra
 from ..revocation import SessionRef
 from ..sessions import SessionInvalid
 from ..tickets import Subject, log_id
-from .mintplan import MintPlan
+from .mintplan import MintPlan, Revoked
 from .ratelimit import Limited
 from .requests import is_json, read_body, refuse, request_id
-from .revocations import is_session_revoked
+from .revocations import session_state_read
 from .runtime import Service
 from .schemas import MintRequest
 
@@ -115,14 +116,8 @@ async def _mint(service: Service, request: Request) -> Response:
         why = ""
     except SessionInvalid as exc:
         subject, why = None, exc.reason
-    prepared = None
+    prepared = revocation = None
     if subject is not None and session is not None:
-        try:  # revoked logins mint nothing
-            revoked = await is_session_revoked(service, subject, session)
-        except StoreUnavailable as exc:
-            return _store_unavailable(service, rid, cors, exc)
-        if revoked:
-            return refuse(service.metrics, "session_revoked", rid, where="mint", headers=cors)
         prepared = service.issuer.prepare(
             subject,
             origin=origin,
@@ -131,7 +126,8 @@ async def _mint(service: Service, request: Request) -> Response:
             client_ip=ip if service.settings.bind_client_ip else None,
             session=session,
         )
-    plan = MintPlan(service.limits.counters(ip, subject), prepared)
+        revocation = session_state_read(service.settings.key_prefix, subject, session)
+    plan = MintPlan(service.limits.counters(ip, subject), prepared, revocation)
     try:
         limited = await _round_trip(service, plan)
     except StoreUnavailable as exc:
@@ -140,6 +136,8 @@ async def _mint(service: Service, request: Request) -> Response:
         return refuse(
             service.metrics, "unauthenticated", rid, where="mint", headers=cors, detail=f"why={why}"
         )
+    if isinstance(limited, Revoked):  # revoked logins mint nothing
+        return refuse(service.metrics, "session_revoked", rid, where="mint", headers=cors)
     if limited is not None:
         service.metrics.rate_limited.labels(limited.limit).inc()
         code = "too_many_outstanding" if limited.limit == "outstanding" else "rate_limited"
@@ -193,7 +191,7 @@ def _store_unavailable(
     )
 
 
-async def _round_trip(service: Service, plan: MintPlan) -> Limited | None:
+async def _round_trip(service: Service, plan: MintPlan) -> Limited | Revoked | None:
     """Send the plan's commands, read the verdict, undo on refusal or error reply."""
     commands = plan.commands
     if not commands:
