@@ -1,10 +1,12 @@
 """Instructions per request under callgrind: a figure other work on the machine cannot move.
 
-``python -m bench.instructions [VARIANT ...] [--count N]`` runs each variant twice
-in a child process under ``valgrind --tool=callgrind`` (``N`` and ``2N`` requests
-after the same warm-up, 64 concurrent callers, uvloop, a real ``redis-server``) and
-reports ``(I(2N) - I(N)) / N``: the instructions one more request costs in the
-Python process, start-up and warm-up cancelled out. Redis runs outside valgrind, so
+``python -m bench.instructions [VARIANT ...] [--count N]`` runs each variant in a
+child process under ``valgrind --tool=callgrind`` (64 concurrent callers, uvloop, a
+real ``redis-server``): after start-up and a warm-up, ``N`` requests run inside
+``operator.call``, and callgrind counts only what runs there
+(``--toggle-collect=_operator_call``, a C function nothing else calls), so
+start-up, imports and bytecode compilation are not counted. The figure is
+instructions per request in the Python process. Redis runs outside valgrind, so
 its work is not counted; the HTTP server (uvicorn, httptools) is not part of it
 either (the ASGI apps are called directly, as in :mod:`bench.cpu`).
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import operator
 import os
 import re
 import shutil
@@ -144,32 +147,39 @@ async def _operation(variant: str, tickets: list[str]) -> tuple[Any, Any]:
     return getdel, statuses
 
 
-async def _child(variant: str, count: int, tickets: list[str]) -> None:
-    call, statuses = await _operation(variant, tickets)
-    position = 0
+async def _run(call: Any, statuses: dict[int, int], start: int, end: int) -> None:
+    """Requests ``start`` to ``end - 1``, ``CONCURRENCY`` at a time; all must succeed."""
+    position = start
 
-    async def worker(end: int) -> None:
+    async def worker() -> None:
         nonlocal position
         while position < end:
             i = position
             position += 1
             await call(i)
 
-    await asyncio.gather(*(worker(WARM_UP) for _ in range(CONCURRENCY)))
-    await asyncio.gather(*(worker(WARM_UP + count) for _ in range(CONCURRENCY)))
+    statuses.clear()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     ok = sum(n for status, n in statuses.items() if status < 300)
-    if ok != WARM_UP + count:
-        raise SystemExit(f"{variant}: {ok} of {WARM_UP + count} requests succeeded: {statuses}")
+    if ok != end - start:
+        raise SystemExit(f"{ok} of {end - start} requests succeeded: {statuses}")
+
+
+def _child(variant: str, count: int, tickets: list[str]) -> None:
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+    call, statuses = loop.run_until_complete(_operation(variant, tickets))
+    loop.run_until_complete(_run(call, statuses, 0, WARM_UP))
+    # Only what runs inside operator.call is counted (--toggle-collect=_operator_call).
+    operator.call(loop.run_until_complete, _run(call, statuses, WARM_UP, WARM_UP + count))
 
 
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
-def _instructions(variant: str, count: int, url: str, tickets_file: str) -> int:
-    command = [
-        shutil.which("valgrind") or "valgrind",
-        "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
+def _child_command(variant: str, count: int, tickets_file: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "bench.instructions",
@@ -179,6 +189,17 @@ def _instructions(variant: str, count: int, url: str, tickets_file: str) -> int:
         str(count),
         "--tickets",
         tickets_file,
+    ]
+
+
+def _instructions(variant: str, count: int, url: str, tickets_file: str) -> int:
+    command = [
+        shutil.which("valgrind") or "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        "--collect-atstart=no",
+        "--toggle-collect=_operator_call",
+        *_child_command(variant, count, tickets_file),
     ]
     env = {
         **os.environ,
@@ -194,33 +215,28 @@ def _instructions(variant: str, count: int, url: str, tickets_file: str) -> int:
 
 
 def per_request(variant: str, count: int, url: str) -> float:
-    """Instructions one more request of ``variant`` costs (callgrind, two runs)."""
+    """Instructions per request of ``variant`` (callgrind, the measured phase only)."""
     from .inproc import seed_tickets
 
-    collected = []
-    for n in (count, 2 * count):
-        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
-            needed = WARM_UP + n if variant in REDEEM_VARIANTS else 0
-            handle.write("\n".join(seed_tickets(url, needed) if needed else []))
-        try:
-            collected.append(_instructions(variant, n, url, handle.name))
-        finally:
-            os.unlink(handle.name)
-    return (collected[1] - collected[0]) / count
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+        needed = WARM_UP + count if variant in REDEEM_VARIANTS else 0
+        handle.write("\n".join(seed_tickets(url, needed) if needed else []))
+    try:
+        return _instructions(variant, count, url, handle.name) / count
+    finally:
+        os.unlink(handle.name)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions")
     parser.add_argument("variants", nargs="*", default=list(VARIANTS), help=", ".join(VARIANTS))
-    parser.add_argument("--count", type=int, default=640, help="requests in the shorter run")
+    parser.add_argument("--count", type=int, default=640, help="requests measured")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--tickets", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        import uvloop
-
         text = Path(args.tickets).read_text() if args.tickets else ""
-        uvloop.run(_child(args.child, args.count, text.split("\n") if text else []))
+        _child(args.child, args.count, text.split("\n") if text else [])
         return 0
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:

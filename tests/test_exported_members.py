@@ -156,13 +156,14 @@ EXPECTED: dict[str, set[str]] = {
         "DenialResponseNoise", "JSONFormatter", "configure_logging", "logging_config",
     },
     "ticketd.service.metrics": {"LATENCY_BUCKETS", "Metrics"},
-    "ticketd.service.mint": {"PROBLEM_CODES", "MintEndpoint", "mint", "preflight"},
+    "ticketd.service.mint": {"PROBLEM_CODES", "mint", "preflight"},
     "ticketd.service.mintplan": {"MintPlan", "Revoked"},
     "ticketd.service.openapi": {"render", "spec"},
     "ticketd.service.problems": {
         "MEDIA_TYPE", "PROBLEMS", "PROBLEM_TYPE_BASE", "Problem", "problem_response",
     },
     "ticketd.service.probes": {"READYZ_PROBLEM_CODES", "client_js", "livez", "metrics", "readyz"},
+    "ticketd.service.rawroutes": {"RawEndpoint", "RawRoutes"},
     "ticketd.service.ratelimit": {
         "BUCKET_MS", "LIMIT_SCRIPT", "Counter", "Limited", "MintLimits", "Rate",
     },

@@ -24,7 +24,6 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
-from starlette.types import Receive, Scope, Send
 
 from ..exceptions import InvalidOrigin, StoreUnavailable
 from ..issuer import validate_extra
@@ -38,7 +37,7 @@ from .revocations import session_state_read
 from .runtime import Service
 from .schemas import MintRequest
 
-__all__ = ["PROBLEM_CODES", "MintEndpoint", "mint", "preflight"]
+__all__ = ["PROBLEM_CODES", "mint", "preflight"]
 
 PROBLEM_CODES = (
     "invalid_body",
@@ -209,21 +208,6 @@ async def _round_trip(service: Service, plan: MintPlan) -> Limited | Revoked | N
         if undo:
             with contextlib.suppress(StoreUnavailable):  # best effort: the record expires
                 await service.limits.run(undo)
-
-
-class MintEndpoint:
-    """``POST /v1/tickets`` as a plain ASGI app: no dependency injection, no model.
-
-    The route is documented by its FastAPI twin in :mod:`.app` (same path, spec and
-    problem responses); this one answers it.
-    """
-
-    def __init__(self, service: Service) -> None:
-        self.service = service
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await mint(self.service, Request(scope, receive))
-        await response(scope, receive, send)
 
 
 async def preflight(service: Service, request: Request) -> Response:
