@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,7 @@ from .revocation import (
     state_value,
     stream_key,
 )
+from .roundtrip import RoundTrip
 from .tickets import Subject
 
 __all__ = [
@@ -235,13 +237,48 @@ class StateRead:
         return _decide(self.target, values)
 
 
+_TRIPS: weakref.WeakKeyDictionary[Any, dict[float, tuple[Any, RoundTrip]]]
+_TRIPS = weakref.WeakKeyDictionary()
+
+
+def _round_trip(client: Any, deadline: float) -> RoundTrip | None:
+    """The client's shared :class:`RoundTrip` for this loop and deadline (``None``: a
+    client without pipelines, or one that cannot be weakly referenced)."""
+    if not callable(getattr(client, "pipeline", None)):
+        return None
+    try:
+        trips = _TRIPS.setdefault(client, {})
+    except TypeError:
+        return None
+    loop = asyncio.get_running_loop()
+    known = trips.get(deadline)
+    if known is None or known[0] is not loop:
+        trip = RoundTrip(client, deadline=deadline, operation=StoreOperation.REVOCATION_CHECK)
+        known = trips[deadline] = (loop, trip)
+    return known[1]
+
+
 async def check_revoked(
     client: Any, key_prefix: str, target: Target, *, deadline: float = 1.0
 ) -> bool:
-    """Whether ``target`` is revoked, from one ``MGET``; :class:`StoreUnavailable` on failure."""
+    """Whether ``target`` is revoked, from one ``MGET``; :class:`StoreUnavailable` on failure.
+
+    Concurrent checks on the same client share one pipeline per event-loop iteration
+    (:class:`~ticketd.roundtrip.RoundTrip`): a sweep, or many handshakes at once, cost
+    one round trip instead of one each.
+    """
+    command = ("MGET", *state_keys(key_prefix, target))
+    trip = _round_trip(client, deadline)
     try:
-        async with asyncio.timeout(deadline):
-            values = await client.execute_command("MGET", *state_keys(key_prefix, target))
+        if trip is None:
+            async with asyncio.timeout(deadline):
+                values = await client.execute_command(*command)
+        else:
+            (values,) = await trip.send([command])
+            if isinstance(values, Exception):
+                raise values
+    except StoreUnavailable:
+        raise
     except _ERRORS as exc:
         raise StoreUnavailable.from_error(StoreOperation.REVOCATION_CHECK, exc) from exc
     return _decide(target, values)
