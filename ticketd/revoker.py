@@ -27,7 +27,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError
@@ -226,11 +226,11 @@ class StateRead:
 
     key_prefix: str
     target: Target
+    command: tuple[Any, ...] = field(init=False, compare=False)
+    """``MGET`` of :func:`~ticketd.revocation.state_keys` (one slot on a Cluster)."""
 
-    @property
-    def command(self) -> tuple[Any, ...]:
-        """``MGET`` of :func:`~ticketd.revocation.state_keys` (one slot on a Cluster)."""
-        return ("MGET", *state_keys(self.key_prefix, self.target))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "command", ("MGET", *state_keys(self.key_prefix, self.target)))
 
     def revoked(self, values: Any) -> bool:
         """Whether the ``MGET`` reply says revoked; an unreadable marker does (fail closed)."""

@@ -150,7 +150,7 @@ async def _mint(service: Service, request: Request) -> Response:
         )
     assert prepared is not None  # no refusal, no error: the ticket is stored
     issued = prepared.issued
-    service.metrics.mints.labels("ok").inc()
+    service.metrics.minted.inc()
     ticket_hash = log_id(issued.ticket)
     _logger.info(
         "ticket minted audience=%s ticket=%s request_id=%s",

@@ -79,12 +79,24 @@ async def revoke(service: Service, request: Request) -> Response:
     )
 
 
+_READS: dict[tuple[str, type, Subject, SessionRef], StateRead] = {}
+_READS_SIZE = 4096
+
+
 def session_state_read(key_prefix: str, subject: Subject, session: SessionRef) -> StateRead:
     """The revocation state read of the login behind a verified cookie (subject and
-    session rules; no I/O)."""
-    target = Target(
-        subject=subject_id(subject),
-        session=session_hash(session.session),
-        auth_at_ms=round(session.auth_at * 1000),
-    )
-    return StateRead(key_prefix, target)
+    session rules; no I/O). Remembered per login: a browser mints with the same
+    cookie on every reconnect, and the two key hashes cost a few percent of a mint."""
+    memo = (key_prefix, type(subject), subject, session)
+    known = _READS.get(memo)
+    if known is None:
+        target = Target(
+            subject=subject_id(subject),
+            session=session_hash(session.session),
+            auth_at_ms=round(session.auth_at * 1000),
+        )
+        known = StateRead(key_prefix, target)
+        if len(_READS) >= _READS_SIZE:
+            _READS.clear()
+        _READS[memo] = known
+    return known
