@@ -78,6 +78,9 @@ def ticketd_app(*, limits: bool = True) -> FastAPI:
                 "session_secret": SECRET,
                 "service_keys": SECRET,
                 "log_level": "warning",
+                # bench.instructions runs the app under valgrind, some 50x slower.
+                "store_deadline": float(os.environ.get("BENCH_STORE_DEADLINE", 1.0)),
+                "redis_timeout": min(10.0, float(os.environ.get("BENCH_STORE_DEADLINE", 0.5))),
                 **(high if limits else off),
             }
         )

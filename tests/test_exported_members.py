@@ -157,7 +157,8 @@ EXPECTED: dict[str, set[str]] = {
         "EVENT_TYPE", "ReplayWebhook", "replay_payload", "sign", "signing_key", "verify",
     },
     "ticketd.revoker": {
-        "BlockingRevoker", "DEFAULT_TTL", "Revoker", "check_revoked", "check_revoked_blocking",
+        "BlockingRevoker", "DEFAULT_TTL", "Revoker", "StateRead", "check_revoked",
+        "check_revoked_blocking",
     },
     "ticketd.redaction": {
         "DEFAULT_LOGGERS", "REDACTED", "TicketRedactionFilter", "install_redaction", "redact",
@@ -178,13 +179,14 @@ EXPECTED: dict[str, set[str]] = {
         "DenialResponseNoise", "JSONFormatter", "configure_logging", "logging_config",
     },
     "ticketd.service.metrics": {"LATENCY_BUCKETS", "Metrics"},
-    "ticketd.service.mint": {"PROBLEM_CODES", "MintEndpoint", "mint", "preflight"},
-    "ticketd.service.mintplan": {"MintPlan"},
+    "ticketd.service.mint": {"PROBLEM_CODES", "mint", "preflight"},
+    "ticketd.service.mintplan": {"MintPlan", "Revoked"},
     "ticketd.service.openapi": {"render", "spec"},
     "ticketd.service.problems": {
         "MEDIA_TYPE", "PROBLEMS", "PROBLEM_TYPE_BASE", "Problem", "problem_response",
     },
     "ticketd.service.probes": {"READYZ_PROBLEM_CODES", "client_js", "livez", "metrics", "readyz"},
+    "ticketd.service.rawroutes": {"RawEndpoint", "RawRoutes"},
     "ticketd.service.ratelimit": {
         "BUCKET_MS", "LIMIT_SCRIPT", "Counter", "Limited", "MintLimits", "Rate",
     },
@@ -192,7 +194,7 @@ EXPECTED: dict[str, set[str]] = {
     "ticketd.service.redeem": {
         "PROBLEM_CODES", "bearer_credential", "redeem", "service_request_body",
     },
-    "ticketd.service.revocations": {"PROBLEM_CODES", "is_session_revoked", "revoke"},
+    "ticketd.service.revocations": {"PROBLEM_CODES", "revoke", "session_state_read"},
     "ticketd.service.redis_url": {"redis_url_problem"},
     "ticketd.service.requests": {
         "MAX_BODY_BYTES", "ClientAddresses", "OriginCheck", "is_json", "read_body", "refuse",

@@ -83,6 +83,29 @@ def test_canonical_origin_accepts(value: str, expected: str) -> None:
     assert_serialised(expected)
 
 
+def test_canonical_origin_remembers_accepted_origins_only() -> None:
+    """The memo gives the same answer as the parser, and never remembers a refusal."""
+    from ticketd import origins
+
+    origins._CANONICAL.clear()
+    assert (
+        canonical_origin("HTTPS://Remembered.Example.com:443") == "https://remembered.example.com"
+    )
+    assert origins._CANONICAL == {
+        "HTTPS://Remembered.Example.com:443": "https://remembered.example.com"
+    }
+    assert (
+        canonical_origin("HTTPS://Remembered.Example.com:443") == "https://remembered.example.com"
+    )
+    for _ in range(2):
+        with pytest.raises(InvalidOrigin):
+            canonical_origin("https://remembered.example.com/")
+    assert len(origins._CANONICAL) == 1
+    for n in range(origins._CANONICAL_SIZE + 1):  # bounded: cleared when full
+        canonical_origin(f"https://h{n}.example.com")
+    assert len(origins._CANONICAL) <= origins._CANONICAL_SIZE
+
+
 # --- canonical_origin: refused values -------------------------------------------------------
 
 REFUSED = {

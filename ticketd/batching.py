@@ -71,6 +71,8 @@ class CommandBatcher:
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
+        if len(futures) == 1:  # a redeem's GETDEL: no gather (a task-like future) needed
+            return [await futures[0]]
         return list(await asyncio.gather(*futures))
 
     def _flush(self) -> None:

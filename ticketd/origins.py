@@ -45,12 +45,29 @@ _NUMBER_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
 """WHATWG's "ends in a number": such a host is parsed as IPv4 or refused by browsers."""
 
 
+_CANONICAL: dict[str, str] = {}
+_CANONICAL_SIZE = 4096
+"""Origins already canonicalised (only accepted ones; cleared when full): a server sees
+a handful of origins, and every mint and every redeem canonicalises one."""
+
+
 def canonical_origin(value: str) -> str:
     """Return the canonical serialisation of ``value`` or raise :class:`InvalidOrigin`.
 
     Only ``http`` and ``https`` origins are accepted; ``null``, paths (even ``/``),
     queries, fragments, userinfo, non-ASCII and control characters are refused.
     """
+    known = _CANONICAL.get(value) if type(value) is str else None
+    if known is not None:
+        return known
+    canonical = _canonical_origin(value)
+    if len(_CANONICAL) >= _CANONICAL_SIZE:
+        _CANONICAL.clear()
+    _CANONICAL[value] = canonical
+    return canonical
+
+
+def _canonical_origin(value: str) -> str:
     if not isinstance(value, str):
         raise InvalidOrigin("origin must be a string")
     if len(value) > MAX_ORIGIN_LENGTH:

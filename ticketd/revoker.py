@@ -15,7 +15,9 @@ seeing the state (which is what makes a revocation racing a handshake safe).
 :func:`check_revoked` / :func:`check_revoked_blocking` read the state of one
 target with a single ``MGET`` (one slot: all keys share the hash tag ``{S}``).
 Every store failure is :class:`~ticketd.exceptions.StoreUnavailable`; an
-unreadable marker counts as revoked (fail closed).
+unreadable marker counts as revoked (fail closed). :class:`StateRead` is the same
+read as data, for a caller that sends the ``MGET`` in a round trip of its own (the
+mint's plan, :mod:`ticketd.service.mintplan`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError
@@ -41,9 +45,17 @@ from .revocation import (
     state_value,
     stream_key,
 )
+from .roundtrip import RoundTrip
 from .tickets import Subject
 
-__all__ = ["DEFAULT_TTL", "BlockingRevoker", "Revoker", "check_revoked", "check_revoked_blocking"]
+__all__ = [
+    "DEFAULT_TTL",
+    "BlockingRevoker",
+    "Revoker",
+    "StateRead",
+    "check_revoked",
+    "check_revoked_blocking",
+]
 
 _logger = logging.getLogger("ticketd.revocation")
 
@@ -217,13 +229,65 @@ def _decide(target: Target, values: Any) -> bool:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class StateRead:
+    """One target's revocation state read (sans-I/O): the ``MGET`` and how to read its reply."""
+
+    key_prefix: str
+    target: Target
+    command: tuple[Any, ...] = field(init=False, compare=False)
+    """``MGET`` of :func:`~ticketd.revocation.state_keys` (one slot on a Cluster)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "command", ("MGET", *state_keys(self.key_prefix, self.target)))
+
+    def revoked(self, values: Any) -> bool:
+        """Whether the ``MGET`` reply says revoked; an unreadable marker does (fail closed)."""
+        return _decide(self.target, values)
+
+
+_TRIPS: weakref.WeakKeyDictionary[Any, dict[float, tuple[Any, RoundTrip]]]
+_TRIPS = weakref.WeakKeyDictionary()
+
+
+def _round_trip(client: Any, deadline: float) -> RoundTrip | None:
+    """The client's shared :class:`RoundTrip` for this loop and deadline (``None``: a
+    client without pipelines, or one that cannot be weakly referenced)."""
+    if not callable(getattr(client, "pipeline", None)):
+        return None
+    try:
+        trips = _TRIPS.setdefault(client, {})
+    except TypeError:
+        return None
+    loop = asyncio.get_running_loop()
+    known = trips.get(deadline)
+    if known is None or known[0] is not loop:
+        trip = RoundTrip(client, deadline=deadline, operation=StoreOperation.REVOCATION_CHECK)
+        known = trips[deadline] = (loop, trip)
+    return known[1]
+
+
 async def check_revoked(
     client: Any, key_prefix: str, target: Target, *, deadline: float = 1.0
 ) -> bool:
-    """Whether ``target`` is revoked, from one ``MGET``; :class:`StoreUnavailable` on failure."""
+    """Whether ``target`` is revoked, from one ``MGET``; :class:`StoreUnavailable` on failure.
+
+    Concurrent checks on the same client share one pipeline per event-loop iteration
+    (:class:`~ticketd.roundtrip.RoundTrip`): a sweep, or many handshakes at once, cost
+    one round trip instead of one each.
+    """
+    command = ("MGET", *state_keys(key_prefix, target))
+    trip = _round_trip(client, deadline)
     try:
-        async with asyncio.timeout(deadline):
-            values = await client.execute_command("MGET", *state_keys(key_prefix, target))
+        if trip is None:
+            async with asyncio.timeout(deadline):
+                values = await client.execute_command(*command)
+        else:
+            (values,) = await trip.send([command])
+            if isinstance(values, Exception):
+                raise values
+    except StoreUnavailable:
+        raise
     except _ERRORS as exc:
         raise StoreUnavailable.from_error(StoreOperation.REVOCATION_CHECK, exc) from exc
     return _decide(target, values)

@@ -16,17 +16,16 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Route
 
 from .. import __version__
 from . import probes
 from .edge import RequestGuard
 from .mint import PROBLEM_CODES as MINT_PROBLEMS
-from .mint import MintEndpoint
 from .mint import mint as mint_ticket
 from .mint import preflight as mint_preflight
 from .probes import READYZ_PROBLEM_CODES
 from .problems import PROBLEMS, problem_response
+from .rawroutes import RawEndpoint, RawRoutes
 from .redeem import PROBLEM_CODES as REDEEM_PROBLEMS
 from .redeem import redeem as redeem_ticket
 from .revocations import PROBLEM_CODES as REVOCATION_PROBLEMS
@@ -124,6 +123,13 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
         redirect_slashes=False,
     )
     app.state.service = service
+    # Inside RequestGuard (added last, so outermost of the two): the hot routes as
+    # plain ASGI apps, the same handlers as their documented FastAPI routes below.
+    raw_routes = {
+        ("POST", "/v1/tickets"): RawEndpoint(mint_ticket, service),
+        ("POST", "/v1/tickets/redeem"): RawEndpoint(redeem_ticket, service),
+    }
+    app.add_middleware(RawRoutes, routes=raw_routes)
     app.add_middleware(RequestGuard, service=service)
 
     mint_body = {
@@ -141,9 +147,6 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
         responses=_problem_docs(*MINT_PROBLEMS),
     )
     app.add_api_route("/v1/tickets", preflight, methods=["OPTIONS"], include_in_schema=False)
-    # The documented route above stays in the spec; this raw-ASGI twin, matched first,
-    # answers it without FastAPI's per-request machinery (same checks, same responses).
-    app.router.routes.insert(0, Route("/v1/tickets", MintEndpoint(service), methods=["POST"]))
     redeem_body = {
         "content": {"application/json": {"schema": RedeemRequest.model_json_schema()}},
         "required": True,

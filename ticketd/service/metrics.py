@@ -30,6 +30,8 @@ class Metrics:
         self.mints = Counter(
             "ticketd_mints", "Mint requests by outcome code.", ["outcome"], registry=r
         )
+        self.minted = self.mints.labels("ok")
+        """``mints{outcome="ok"}``, looked up once (the mint's hot path counts it)."""
         self.redemptions = Counter(
             "ticketd_redemptions",
             "Redeem attempts by outcome (ok or a reason).",

@@ -5,12 +5,13 @@ handed out unless every check passed:
 
 1. Origin: exactly one, canonical, on the allowlist; ``Sec-Fetch-Site: cross-site`` refused;
 2. body: size, media type, schema, audience;
-3. session cookie → subject and login (local, no I/O); a login revoked by
-   ``POST /v1/revocations`` mints nothing (one state read, :mod:`.revocations`),
-   nor does a session about to expire (``session_expiring``; the ticket's TTL is
-   capped at the session's remaining lifetime, :meth:`~ticketd.TicketIssuer.prepare`);
-4. one round trip (:class:`~.mintplan.MintPlan`): the per-IP counter, the
-   per-subject/outstanding counter and the ticket's ``SET``; a refusal deletes the
+3. session cookie → subject and login (local, no I/O); a session about to expire
+   mints nothing (``session_expiring``; the ticket's TTL is capped at the session's
+   remaining lifetime, :meth:`~ticketd.TicketIssuer.prepare`);
+4. one round trip (:class:`~.mintplan.MintPlan`): the login's revocation state, the
+   per-IP counter, the per-subject/outstanding counter and the ticket's ``SET``;
+   the replies are read in this order — a login revoked by ``POST /v1/revocations``
+   mints nothing (``session_revoked``), then the limits — and a refusal deletes the
    record again;
 5. the ticket is returned only if it was stored.
 """
@@ -25,21 +26,20 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
-from starlette.types import Receive, Scope, Send
 
 from ..exceptions import InvalidOrigin, SessionExpiring, StoreUnavailable
 from ..issuer import validate_extra
 from ..revocation import SessionRef
 from ..sessions import SessionInvalid
 from ..tickets import Subject, log_id
-from .mintplan import MintPlan
+from .mintplan import MintPlan, Revoked
 from .ratelimit import Limited
 from .requests import is_json, read_body, refuse, request_id
-from .revocations import is_session_revoked
+from .revocations import session_state_read
 from .runtime import Service
 from .schemas import MintRequest
 
-__all__ = ["PROBLEM_CODES", "MintEndpoint", "mint", "preflight"]
+__all__ = ["PROBLEM_CODES", "mint", "preflight"]
 
 PROBLEM_CODES = (
     "invalid_body",
@@ -118,14 +118,8 @@ async def _mint(service: Service, request: Request) -> Response:
         why = ""
     except SessionInvalid as exc:
         subject, why = None, exc.reason
-    prepared = None
+    prepared = revocation = None
     if subject is not None and session is not None:
-        try:  # revoked logins mint nothing
-            revoked = await is_session_revoked(service, subject, session)
-        except StoreUnavailable as exc:
-            return _store_unavailable(service, rid, cors, exc)
-        if revoked:
-            return refuse(service.metrics, "session_revoked", rid, where="mint", headers=cors)
         try:  # the TTL is capped at the session's remaining lifetime
             prepared = service.issuer.prepare(
                 subject,
@@ -140,7 +134,8 @@ async def _mint(service: Service, request: Request) -> Response:
             return refuse(
                 service.metrics, "session_expiring", rid, where="mint", headers=cors, detail=detail
             )
-    plan = MintPlan(service.limits.counters(ip, subject), prepared)
+        revocation = session_state_read(service.settings.key_prefix, subject, session)
+    plan = MintPlan(service.limits.counters(ip, subject), prepared, revocation)
     try:
         limited = await _round_trip(service, plan)
     except StoreUnavailable as exc:
@@ -149,6 +144,8 @@ async def _mint(service: Service, request: Request) -> Response:
         return refuse(
             service.metrics, "unauthenticated", rid, where="mint", headers=cors, detail=f"why={why}"
         )
+    if isinstance(limited, Revoked):  # revoked logins mint nothing
+        return refuse(service.metrics, "session_revoked", rid, where="mint", headers=cors)
     if limited is not None:
         service.metrics.rate_limited.labels(limited.limit).inc()
         code = "too_many_outstanding" if limited.limit == "outstanding" else "rate_limited"
@@ -162,7 +159,7 @@ async def _mint(service: Service, request: Request) -> Response:
         )
     assert prepared is not None  # no refusal, no error: the ticket is stored
     issued = prepared.issued
-    service.metrics.mints.labels("ok").inc()
+    service.metrics.minted.inc()
     ticket_hash = log_id(issued.ticket)
     _logger.info(
         "ticket minted audience=%s ticket=%s request_id=%s",
@@ -202,7 +199,7 @@ def _store_unavailable(
     )
 
 
-async def _round_trip(service: Service, plan: MintPlan) -> Limited | None:
+async def _round_trip(service: Service, plan: MintPlan) -> Limited | Revoked | None:
     """Send the plan's commands, read the verdict, undo on refusal or error reply."""
     commands = plan.commands
     if not commands:
@@ -220,21 +217,6 @@ async def _round_trip(service: Service, plan: MintPlan) -> Limited | None:
         if undo:
             with contextlib.suppress(StoreUnavailable):  # best effort: the record expires
                 await service.limits.run(undo)
-
-
-class MintEndpoint:
-    """``POST /v1/tickets`` as a plain ASGI app: no dependency injection, no model.
-
-    The route is documented by its FastAPI twin in :mod:`.app` (same path, spec and
-    problem responses); this one answers it.
-    """
-
-    def __init__(self, service: Service) -> None:
-        self.service = service
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await mint(self.service, Request(scope, receive))
-        await response(scope, receive, send)
 
 
 async def preflight(service: Service, request: Request) -> Response:

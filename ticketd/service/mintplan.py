@@ -1,11 +1,13 @@
 """What one mint is, as data: :class:`MintPlan` (sans-I/O).
 
-A mint, once its checks passed, is one round trip: the limit counters (one script
-call per counter key, IP first) and the ticket's ``SET``. The plan lists those
-commands, reads their replies into a verdict, and knows its undo: on a refusal the
-record is deleted again and the attempt taken back from the subject counters that
-counted it. The handler sends what the plan lists and nothing else; no reply index
-exists outside this class.
+A mint, once its local checks passed, is one round trip: the revocation state read
+of the login (one ``MGET``, all keys under the hash tag ``{S}``), the limit counters
+(one script call per counter key, IP first) and the ticket's ``SET``. The plan lists
+those commands, reads their replies into a verdict in the order of the checks (a
+revoked login first, then the limits), and knows its undo: on a refusal the record is
+deleted again and the attempt taken back from the subject counters that counted it.
+The handler sends what the plan lists and nothing else; no reply index exists
+outside this class.
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ from typing import Any
 from ..batching import Command
 from ..exceptions import StoreOperation, StoreUnavailable
 from ..issuer import PreparedTicket
+from ..revoker import StateRead
 from .ratelimit import Counter, Limited
 
-__all__ = ["MintPlan"]
+__all__ = ["MintPlan", "Revoked"]
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """The plan's verdict when the login the ticket is minted from was revoked."""
 
 
 @dataclass(slots=True)
@@ -27,54 +35,72 @@ class MintPlan:
     """The counters of one mint attempt and, with a verified subject, its ticket.
 
     ``ticket`` is ``None`` when the cookie did not verify: only the IP counter is
-    sent, and a pass means "unauthenticated", not a ticket.
+    sent, and a pass means "unauthenticated", not a ticket. ``revocation`` is the
+    state read of the ticket's login (``None``: nothing to check).
     """
 
     counters: tuple[Counter, ...]
     ticket: PreparedTicket | None
+    revocation: StateRead | None = None
     _counted: list[Counter] = field(default_factory=list)
     _refused: bool = False
 
     @property
     def commands(self) -> list[Command]:
-        """Every command of the round trip: the counters in order, then the ``SET``."""
-        commands = [counter.command() for counter in self.counters]
+        """Every command of the round trip: the state read, the counters in order, the ``SET``."""
+        commands = [self.revocation.command] if self.revocation is not None else []
+        commands += [counter.command() for counter in self.counters]
         if self.ticket is not None:
             t = self.ticket
             commands.append(("SET", t.key, t.record, "PX", t.ttl_ms, "NX"))
         return commands
 
-    def read(self, replies: Sequence[Any]) -> Limited | None:
-        """The first limit that refuses (``None``: the ticket is stored and may be handed out).
+    def read(self, replies: Sequence[Any]) -> Limited | Revoked | None:
+        """The refusal, in the order of the checks: :class:`Revoked`, then the first limit
+        that refuses (``None``: the ticket is stored and may be handed out).
 
         Raises :class:`StoreUnavailable` for an error reply (the undo still applies)
         or a ``SET`` that stored nothing.
         """
+        replies = list(replies)
+        revoked = False
+        errors: list[BaseException] = []
+        if self.revocation is not None:
+            state = replies.pop(0)
+            if isinstance(state, Exception):
+                errors.append(state)
+            else:
+                revoked = self.revocation.revoked(state)
+        refusal = self._read_counters(replies, errors)
+        if self.ticket is not None:
+            stored = replies[len(self.counters)]
+            if isinstance(stored, Exception):
+                errors.append(stored)
+            elif not stored:
+                errors.append(
+                    StoreUnavailable(
+                        "mint failed: key already exists", operation=StoreOperation.MINT
+                    )
+                )
+        self._refused = revoked or refusal is not None or bool(errors)
+        if errors:
+            if isinstance(errors[0], StoreUnavailable):
+                raise errors[0]
+            raise StoreUnavailable.from_error(StoreOperation.MINT, errors[0]) from errors[0]
+        return Revoked() if revoked else refusal
+
+    def _read_counters(self, replies: Sequence[Any], errors: list[BaseException]) -> Limited | None:
         self._counted = []
         refusal: Limited | None = None
-        error: BaseException | None = None
         for counter, reply in zip(self.counters, replies, strict=False):
             if isinstance(reply, Exception):
-                error = error or reply
+                errors.append(reply)
                 continue
             verdict = counter.verdict(reply)
             if verdict is None:
                 self._counted.append(counter)
             elif refusal is None:
                 refusal = verdict
-        if self.ticket is not None:
-            stored = replies[len(self.counters)]
-            if isinstance(stored, Exception):
-                error = error or stored
-            elif not stored:
-                error = error or StoreUnavailable(
-                    "mint failed: key already exists", operation=StoreOperation.MINT
-                )
-        self._refused = refusal is not None or error is not None
-        if error is not None:
-            if isinstance(error, StoreUnavailable):
-                raise error
-            raise StoreUnavailable.from_error(StoreOperation.MINT, error) from error
         return refusal
 
     def undo(self) -> list[Command]:

@@ -294,11 +294,13 @@ class MintLimits:
         (:class:`~ticketd.service.mintplan.MintPlan`, one round trip per mint).
         """
         from .mintplan import MintPlan  # the plan reads the counters' replies
+        from .mintplan import Revoked as MintPlanRevoked
 
         plan = MintPlan(self.counters(ip, subject), None)
         if not plan.commands:
             return None
         refusal = plan.read(await self.run(plan.commands))
+        assert not isinstance(refusal, MintPlanRevoked)  # the plan has no state read
         undo = plan.undo()
         if refusal is not None and undo:
             await self.run(undo)

@@ -6,8 +6,9 @@ calls it at logout, ban or password change; the state is written before the even
 WebSocket process closes matching sockets (4403) when the event reaches it, and
 its sweep when it does not.
 
-Also the mint's check: :func:`mint_refusal` says whether the login a session
-cookie stands for has been revoked (``docs/PROTOCOL.md`` section 6).
+Also the mint's check: :func:`session_state_read` is the state read of the login a
+session cookie stands for (``docs/PROTOCOL.md`` section 6), which the mint sends in
+its one round trip (:class:`~.mintplan.MintPlan`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from pydantic import ValidationError
 
 from ..exceptions import StoreUnavailable
 from ..revocation import SessionRef, Target, session_hash, subject_id
-from ..revoker import check_revoked
+from ..revoker import StateRead
 from ..tickets import Subject
 from .redeem import service_request_body
 from .requests import refuse, request_id
 from .runtime import Service
 from .schemas import RevocationRequest
 
-__all__ = ["PROBLEM_CODES", "is_session_revoked", "revoke"]
+__all__ = ["PROBLEM_CODES", "revoke", "session_state_read"]
 
 PROBLEM_CODES = (
     "invalid_service_key",
@@ -78,16 +79,24 @@ async def revoke(service: Service, request: Request) -> Response:
     )
 
 
-async def is_session_revoked(service: Service, subject: Subject, session: SessionRef) -> bool:
-    """Whether the login behind a verified cookie was revoked (subject or session rule)."""
-    target = Target(
-        subject=subject_id(subject),
-        session=session_hash(session.session),
-        auth_at_ms=round(session.auth_at * 1000),
-    )
-    return await check_revoked(
-        service.store.client,
-        service.settings.key_prefix,
-        target,
-        deadline=service.settings.store_deadline,
-    )
+_READS: dict[tuple[str, type, Subject, SessionRef], StateRead] = {}
+_READS_SIZE = 4096
+
+
+def session_state_read(key_prefix: str, subject: Subject, session: SessionRef) -> StateRead:
+    """The revocation state read of the login behind a verified cookie (subject and
+    session rules; no I/O). Remembered per login: a browser mints with the same
+    cookie on every reconnect, and the two key hashes cost a few percent of a mint."""
+    memo = (key_prefix, type(subject), subject, session)
+    known = _READS.get(memo)
+    if known is None:
+        target = Target(
+            subject=subject_id(subject),
+            session=session_hash(session.session),
+            auth_at_ms=round(session.auth_at * 1000),
+        )
+        known = StateRead(key_prefix, target)
+        if len(_READS) >= _READS_SIZE:
+            _READS.clear()
+        _READS[memo] = known
+    return known
