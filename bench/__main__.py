@@ -138,7 +138,9 @@ TARGETS = {
     "mint / naive": 1.5,
     "mint / bare": 0.5,
     "limits on / limits off": 0.85,
-    "verifier / raw GETDEL": 1.5,
+    # The baseline is the raw redeem command the code uses: since replay
+    # detection that is the tombstone SET, not GETDEL (still printed, for reference).
+    "verifier / raw tombstone SET": 1.5,
     "HTTP redeem / bare": 0.5,
 }
 MAX_BYTES_PER_TICKET = 180
@@ -355,12 +357,12 @@ def _redeem_only(url: str, args: argparse.Namespace) -> int:
             ]
         )
     print(table(rows))
-    ratio = statistics.median(r["verifier"]["ops"] / r["raw_getdel"]["ops"] for r in runs)
-    vs_set = statistics.median(r["verifier"]["ops"] / r["raw_tombstone_set"]["ops"] for r in runs)
-    target = TARGETS["verifier / raw GETDEL"]
+    vs_getdel = statistics.median(r["verifier"]["ops"] / r["raw_getdel"]["ops"] for r in runs)
+    ratio = statistics.median(r["verifier"]["ops"] / r["raw_tombstone_set"]["ops"] for r in runs)
+    target = TARGETS["verifier / raw tombstone SET"]
     met = "yes" if ratio >= target else "NO"
-    print(f"verifier / raw GETDEL: {ratio:.2f}x (target >= {target}x: {met})")
-    print(f"verifier / raw tombstone SET: {vs_set:.2f}x")
+    print(f"verifier / raw tombstone SET: {ratio:.2f}x (target >= {target}x: {met})")
+    print(f"verifier / raw GETDEL: {vs_getdel:.2f}x")
     print("  memory per outstanding ticket and per tombstone (100,000 tickets) ...", flush=True)
     memory = inproc.memory_per_ticket(url)
     print(table([["what", "value", "target", "met"], *_memory_rows(memory)]))
