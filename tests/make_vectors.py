@@ -620,6 +620,7 @@ async def _python_redeem(case: dict[str, Any]) -> dict[str, Any]:
         result = {"outcome": "store_unavailable", "status": UNAVAILABLE_STATUS}
     else:
         result = {"outcome": "ok", "status": 101, "claims": claims.as_dict()}
+    await verifier.store.drain()  # the settle is sent after redeem returns
     result["redis_calls"] = _CountingRedis.calls
     left = (
         await client.get(ticket_key(PREFIX, case["ticket"]))

@@ -41,8 +41,12 @@ def _worker(url: str, conn: Connection, barrier: Barrier, naive: bool) -> None:
 
 async def _worker_main(url: str, conn: Connection, barrier: Barrier, naive: bool) -> None:
     store_class = GetThenDelStore if naive else TicketStore
+    # One connection per attempt (the naive store's direct commands), and room for the
+    # batcher's pipelines (each batch in flight holds one: the settles the verifier
+    # queues after each accepted ticket, the first use's tombstone put back).
+    pool = 2 * PER_PROCESS
     client = async_client(
-        RedisOptions(url=url, max_connections=PER_PROCESS, socket_timeout=10, connect_timeout=10)
+        RedisOptions(url=url, max_connections=pool, socket_timeout=10, connect_timeout=10)
     )
     # A generous deadline: this test is about atomicity, not latency, on a shared machine.
     verifier = TicketVerifier(store_class(client, deadline=30), audience="chat")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -122,6 +123,44 @@ async def test_put_along_and_discard(any_async_redis: Any, batch: bool) -> None:
     await store.discard("t:with", along=[("DECR", "t:c")])
     assert await any_async_redis.get("t:with") is None
     assert await any_async_redis.get("t:c") == b"0"
+
+
+@pytest.mark.parametrize("batch", [True, False])
+async def test_settle_soon_is_sent_after_the_caller_moves_on(
+    any_async_redis: Any, batch: bool
+) -> None:
+    """The verifier does not wait for the settle: it is queued (batched, or a task of its
+    own), reaches Redis by drain() or aclose(), and only ever replaces a key (XX)."""
+    store = TicketStore(any_async_redis, batch=batch)
+    await any_async_redis.set("t:k", b"[0,1,null,null,null]", px=10_000)
+    store.settle_soon("t:k", b'[0,1,null,"S",null]')
+    store.settle_soon("t:gone", b'[0,1,null,"S",null]')
+    await store.drain()
+    assert await any_async_redis.get("t:k") == b'[0,1,null,"S",null]'
+    assert 9_000 < await any_async_redis.pttl("t:k") <= 10_000  # KEEPTTL
+    assert await any_async_redis.get("t:gone") is None  # XX: never creates a key
+    store.settle_soon("t:k", b"[0,2,null,null,null]")
+    await store.aclose()  # closing sends what is queued
+    assert await any_async_redis.get("t:k") == b"[0,2,null,null,null]"
+
+
+async def test_a_failed_settle_soon_is_ignored(private_redis: RedisServer) -> None:
+    """Best effort: with Redis gone the settle fails quietly (its failure retrieved, so
+    nothing is reported as never retrieved), and the store still answers for itself."""
+    store = TicketStore(async_client(RedisOptions(url=private_redis.url)), deadline=0.5)
+    await store.ping()
+    private_redis.stop()
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    store.settle_soon("t:k", b"[0,1,null,null,null]")
+    await store.drain()
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+    await store.aclose()
+    gc.collect()
+    await asyncio.sleep(0)
+    assert unhandled == []
 
 
 async def test_failed_put_is_cleaned_up_once_redis_answers(private_redis: RedisServer) -> None:

@@ -65,15 +65,23 @@ class CommandBatcher:
 
         A command that fails raises its own exception; the others are unaffected.
         """
+        futures = self.submit(commands)
+        if len(futures) == 1:  # a redeem's GETDEL: no gather (a task-like future) needed
+            return [await futures[0]]
+        return list(await asyncio.gather(*futures))
+
+    def submit(self, commands: Sequence[Command]) -> list[asyncio.Future[Any]]:
+        """Queue ``commands`` now, in call order, and return their replies' futures.
+
+        What :meth:`execute` awaits; a caller that does not need the replies (a
+        best-effort write) must still retrieve each future's exception."""
         loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in commands]
+        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
         self._queue.extend(zip(commands, futures, strict=True))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
-        if len(futures) == 1:  # a redeem's GETDEL: no gather (a task-like future) needed
-            return [await futures[0]]
-        return list(await asyncio.gather(*futures))
+        return futures
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -111,6 +119,12 @@ class CommandBatcher:
             _fail(batch, lambda: RedisConnectionError("batch abandoned"))  # never strand one
 
     async def aclose(self) -> None:
-        """Wait for batches already on the wire."""
+        """Send what is queued, then wait for batches on the wire."""
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Send what is queued now, then wait for every batch on the wire."""
+        if self._queue:
+            self._flush()
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)

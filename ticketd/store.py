@@ -161,6 +161,7 @@ class TicketStore:
         self._orphans: dict[str, float] = {}
         """Keys of failed mints to delete once Redis answers, with when to give up."""
         self._janitor: asyncio.Task[None] | None = None
+        self._settles: set[asyncio.Task[bool]] = set()
 
     @classmethod
     def from_url(cls, url: str, **options: Unpack[StoreOptions]) -> Self:
@@ -295,6 +296,22 @@ class TicketStore:
             return False
         return True
 
+    def settle_soon(self, key: str, tombstone: bytes) -> None:
+        """:meth:`settle` without waiting for it: queued now, sent with the next batch.
+
+        The redeem's caller (a handshake) does not wait for a write whose failure
+        changes nothing for it. Queued in call order, so a later redeem of the same
+        ticket by this process (a replay) reaches Redis after it. Without a batcher
+        the settle runs as a task of its own, which :meth:`aclose` waits for."""
+        command = ("SET", key, tombstone, "XX", "KEEPTTL")
+        if self.batcher is not None:
+            for future in self.batcher.submit([command]):
+                future.add_done_callback(_ignore_failure)
+            return
+        task = asyncio.get_running_loop().create_task(self.settle(key, tombstone))
+        self._settles.add(task)
+        task.add_done_callback(self._settles.discard)
+
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless Redis answers within the deadline."""
         try:
@@ -305,7 +322,15 @@ class TicketStore:
                 StoreOperation.PING, exc, where=client_address(self.client)
             ) from exc
 
+    async def drain(self) -> None:
+        """Wait until the writes queued so far (:meth:`settle_soon`) have reached Redis."""
+        if self._settles:
+            await asyncio.gather(*self._settles, return_exceptions=True)
+        if self.batcher is not None:
+            await self.batcher.drain()
+
     async def aclose(self) -> None:
+        await self.drain()
         if self._janitor is not None:
             self._janitor.cancel()
             await asyncio.gather(self._janitor, return_exceptions=True)
@@ -385,6 +410,12 @@ class BlockingTicketStore:
         close = getattr(self.client, "close", None)
         if close is not None:
             close()
+
+
+def _ignore_failure(future: asyncio.Future[Any]) -> None:
+    """A best-effort write's outcome: retrieved (so asyncio does not report it), ignored."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _check_stored(stored: object) -> None:

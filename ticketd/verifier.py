@@ -192,8 +192,8 @@ class TicketVerifier(_VerifierBase[TicketStore]):
         take, mark = self._take(ticket, client_ip)
         raw = await self.store.take(take.key, encode_tombstone(mark))
         outcome = self._decide(raw, take, origin, audience, client_ip)
-        if isinstance(outcome, Claims):
-            await self.store.settle(take.key, encode_tombstone(settled(mark, outcome)))
+        if isinstance(outcome, Claims):  # the handshake does not wait for the settle
+            self.store.settle_soon(take.key, encode_tombstone(settled(mark, outcome)))
             return outcome
         if outcome.replay is not None and raw is not None:
             await self.store.settle(take.key, raw)  # the first use's tombstone, not ours
