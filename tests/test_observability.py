@@ -206,6 +206,7 @@ def test_dashboard_is_complete_and_well_formed() -> None:
         "ticketd_mint_duration_seconds_bucket",
         "ticketd_redeem_duration_seconds_bucket",
         "ticketd_rate_limited_total",
+        "ticketd_replays_total",
         "ticketd_ready",
         "ticketd_build_info",
     ):
