@@ -29,7 +29,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, LogLines, require_browser
+from tests.support.browser import (
+    WAIT_MS,
+    LogLines,
+    launched_chromium,
+    require_browser,
+)
 from tests.support.redisproc import RedisServer, free_port
 from tests.support.servers import serve_app
 from tests.support.service_support import cookie_for, make_settings, ticket_keys
@@ -220,16 +225,8 @@ def servers(redis_server: RedisServer) -> Iterator[Servers]:
 
 @pytest.fixture(scope="module")
 def browser(servers: Servers) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -16,7 +16,11 @@ import pytest
 from fastapi import Depends, FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, Response
 
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, require_browser
+from tests.support.browser import (
+    WAIT_MS,
+    launched_chromium,
+    require_browser,
+)
 from tests.support.redisproc import RedisServer, free_port
 from tests.support.servers import serve_app
 from tests.support.service_support import aged_cookie, make_settings
@@ -91,16 +95,8 @@ def served(redis_server: RedisServer) -> Iterator[Served]:
 
 @pytest.fixture(scope="module")
 def chromium(served: Served) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched_chromium() as browser:
+        yield browser
 
 
 def session_cookie(base: str, *, ends_in: float) -> dict[str, Any]:

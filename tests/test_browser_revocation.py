@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, require_browser
+from tests.support.browser import (
+    WAIT_MS,
+    launched_chromium,
+)
 from tests.support.redisproc import free_port
 from tests.support.servers import serve_app
 from ticketd.demo import build_demo
@@ -17,17 +20,8 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched_chromium() as browser:
+        yield browser
 
 
 START_CLIENT = """async () => {

@@ -19,7 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, LogLines, require_browser
+from tests.support.browser import (
+    WAIT_MS,
+    LogLines,
+    launched_chromium,
+)
 from tests.support.processes import environment
 from tests.support.redisproc import RedisServer, free_port
 from tests.support.servers import serve_app
@@ -33,17 +37,8 @@ UVICORN_NOISE = DenialResponseNoise.MESSAGE
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

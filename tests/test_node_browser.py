@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
+from tests.support.browser import launched_chromium, require_browser
 from tests.support.nodeproc import NodeProcess, node_binary, node_echo_server, ticketd_serve
 from tests.support.redisproc import RedisServer, free_port
 from tests.support.servers import serve_app
@@ -109,16 +109,8 @@ def setup(redis_server: RedisServer) -> Iterator[Setup]:
 
 @pytest.fixture(scope="module")
 def browser(setup: Setup) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -36,7 +36,10 @@ import httpx
 import pytest
 
 import ticketd
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, require_browser, require_curl
+from tests.support.browser import (
+    launched_chromium,
+    require_curl,
+)
 from tests.support.redisproc import free_port, redis_binary
 from ticketd.sessions import issue_session_cookie
 
@@ -326,17 +329,8 @@ def test_a_broken_example_fails(stack: Stack) -> None:
 
 @pytest.fixture(scope="module")
 def chromium(stack: Stack) -> Iterator[Any]:
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched_chromium() as browser:
+        yield browser
 
 
 @pytest.mark.browser

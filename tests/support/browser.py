@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +19,7 @@ __all__ = [
     "CHROMIUM_ARGS",
     "WAIT_MS",
     "LogLines",
+    "launched_chromium",
     "require_browser",
     "require_curl",
 ]
@@ -48,6 +52,22 @@ def require_browser() -> None:
     if os.environ.get("TICKETD_TEST_REQUIRE_BROWSER") == "1":
         pytest.fail(problem, pytrace=False)
     pytest.skip(problem)
+
+
+@contextmanager
+def launched_chromium() -> Iterator[Any]:
+    """Headless Debian Chromium through Playwright (skips or fails first without it)."""
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def require_curl() -> None:
