@@ -289,7 +289,7 @@ def main() -> int:
         for label, key in (
             ("raw node-redis GETDEL, 64 concurrent (baseline)", "raw_getdel"),
             ("Node verifier redeem, revocation read off", "verifier_no_revocation"),
-            ("Node verifier redeem (GETDEL + revocation MGET)", "verifier"),
+            ("Node verifier redeem (tombstone SET + settle + revocation MGET)", "verifier"),
         ):
             f = node[key]
             rows.append([label, f"{f['ops']:,.0f}", f"{f['p50_ms']:.2f}", f"{f['p99_ms']:.2f}"])

@@ -6,6 +6,12 @@ import { createVerifier, newTicket, ticketKey } from "ticketd";
 
 const args = process.argv.slice(2);
 const url = args[0];
+if (!url || url.startsWith("--")) {
+  // No default: a bench writes and burns tens of thousands of keys; it must never pick
+  // a shared Redis by itself (make bench passes the private server it starts).
+  console.error("usage: node bench/redeem.js REDIS_URL [--ops N] [--concurrency C] [--repeat R]");
+  process.exit(2);
+}
 const option = (name, fallback) => {
   const i = args.indexOf(`--${name}`);
   return i === -1 ? fallback : Number(args[i + 1]);
