@@ -15,7 +15,16 @@ from hypothesis import strategies as st
 
 from tests.support.redis_topologies import redis_replicated
 from tests.support.twins import AnyVerifier, Kind, Stores
-from ticketd import BlockingTicketVerifier, Reason, TicketIssuer, TicketRejected, TicketVerifier
+from ticketd import (
+    BlockingTicketVerifier,
+    Reason,
+    RedisOptions,
+    TicketIssuer,
+    TicketRejected,
+    TicketStore,
+    TicketVerifier,
+)
+from ticketd.connection import async_client
 from ticketd.exceptions import Detail, StoreOperation, StoreUnavailable
 from ticketd.issuer import DEFAULT_KEY_PREFIX
 from ticketd.replay import (
@@ -239,6 +248,51 @@ async def test_policies(
         "s": [f"{base}:s:{session_hash('sess-1')}"],
     }[kind]
     assert await revocation_keys(stores) == expected
+
+
+class LateSettle(TicketStore):
+    """The first use's settle lands between a replay's take and what follows it."""
+
+    late: tuple[str, bytes] | None = None
+    held = False
+
+    async def take(self, key: str, tombstone: bytes | None = None) -> bytes | None:
+        raw = await super().take(key, tombstone)
+        if self.late is not None:
+            await self.settle(*self.late)
+            self.late = None
+        return raw
+
+    async def settle_in_order(self, key: str, tombstone: bytes) -> None:
+        if not self.held:  # the first use's settle: held back until the next take
+            self.held, self.late = True, (key, tombstone)
+        else:
+            await super().settle_in_order(key, tombstone)
+
+
+async def test_a_replay_racing_the_first_settle_keeps_the_subject(redis_url: str) -> None:
+    """A replay that took the first use's tombstone before its settle landed must not
+    write it back over the settled one: the policies would lose their target for
+    every later use. (Found by a hostile review: the write-back erased the subject.)"""
+    store = LateSettle(async_client(RedisOptions(url=redis_url)))
+    issuer = TicketIssuer(store, clock=lambda: NOW)
+    ref = SessionRef("sess-1", NOW - 60, NOW + 3600)
+    ticket = (await issuer.mint("u", origin=ORIGIN, audience="chat", session=ref)).ticket
+    clock = Clock()
+    verifier = TicketVerifier(store, audience="chat", clock=clock, on_replay="close_first")
+    try:
+        await verifier.redeem(ticket, origin=ORIGIN, client_ip=FIRST_IP)  # settle held back
+        clock.now += 5
+        second = await rejection(AnyVerifier(verifier), ticket, client_ip=OTHER_IP)
+        assert second.replay is not None
+        assert second.replay.action == "no_target"  # the settle had not landed yet
+        third = await rejection(AnyVerifier(verifier), ticket, client_ip=OTHER_IP)
+        assert third.replay is not None
+        assert third.replay.subject == subject_id("u")
+        assert third.replay.action == "close_first"
+        assert third.replay.since_first_use_ms == 5_000  # the first use's time, kept
+    finally:
+        await verifier.aclose()
 
 
 # -- observers -------------------------------------------------------------------------------

@@ -86,11 +86,16 @@ def test_a_malformed_ticket_costs_no_redis_call() -> None:
     assert malformed
     assert all(c["redis_calls"] == 0 for c in malformed)
     # One atomic take; a second, best-effort write only after an accepted record (the
-    # subject and session hashes) or a replay (the first use's tombstone back).
+    # subject and session hashes) or a replay of a settled first use (its tombstone
+    # back; an unsettled one is left to the first use's own settle).
+    replays_back = 0
     for c in redeem:
         if c["outcome"] != "malformed" and not c.get("needs"):
-            settles = c["outcome"] == "ok" or c.get("detail") == "replayed"
+            replay = c.get("replay") if c.get("detail") == "replayed" else None
+            settles = c["outcome"] == "ok" or (replay is not None and replay["subject"] is not None)
+            replays_back += replay is not None and settles
             assert c["redis_calls"] == (2 if settles else 1), c["name"]
+    assert replays_back  # the vectors hold a write-back too
 
 
 # --- records -------------------------------------------------------------------------------

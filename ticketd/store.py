@@ -296,13 +296,26 @@ class TicketStore:
             return False
         return True
 
+    async def settle_in_order(self, key: str, tombstone: bytes) -> None:
+        """:meth:`settle`, not waited for where the order is kept anyway.
+
+        With the batcher and no ``WAIT``, every command of this store travels through
+        one queue, so a settle queued now reaches Redis before any later take of the
+        same key: :meth:`settle_soon`. Otherwise (no batcher, or ``wait_replicas``,
+        whose takes travel in pipelines of their own) it is awaited."""
+        if self.batcher is not None and self.wait_replicas == 0:
+            self.settle_soon(key, tombstone)
+        else:
+            await self.settle(key, tombstone)
+
     def settle_soon(self, key: str, tombstone: bytes) -> None:
         """:meth:`settle` without waiting for it: queued now, sent with the next batch.
 
         The redeem's caller (a handshake) does not wait for a write whose failure
         changes nothing for it. Queued in call order, so a later redeem of the same
         ticket by this process (a replay) reaches Redis after it. Without a batcher
-        the settle runs as a task of its own, which :meth:`aclose` waits for."""
+        the settle runs as a task of its own (in no order with later commands), which
+        :meth:`aclose` waits for; :meth:`settle_in_order` picks the right one."""
         command = ("SET", key, tombstone, "XX", "KEEPTTL")
         if self.batcher is not None:
             for future in self.batcher.submit([command]):

@@ -192,11 +192,11 @@ class TicketVerifier(_VerifierBase[TicketStore]):
         take, mark = self._take(ticket, client_ip)
         raw = await self.store.take(take.key, encode_tombstone(mark))
         outcome = self._decide(raw, take, origin, audience, client_ip)
-        if isinstance(outcome, Claims):  # the handshake does not wait for the settle
-            self.store.settle_soon(take.key, encode_tombstone(settled(mark, outcome)))
+        if isinstance(outcome, Claims):  # the handshake need not wait for the settle
+            await self.store.settle_in_order(take.key, encode_tombstone(settled(mark, outcome)))
             return outcome
-        if outcome.replay is not None and raw is not None:
-            await self.store.settle(take.key, raw)  # the first use's tombstone, not ours
+        if (first := _write_back(outcome, raw)) is not None:
+            await self.store.settle_in_order(take.key, first)  # the first use's, not ours
         raise await self._respond(outcome)
 
     async def _respond(self, rejection: TicketRejected) -> TicketRejected:
@@ -260,8 +260,8 @@ class BlockingTicketVerifier(_VerifierBase[BlockingTicketStore]):
         if isinstance(outcome, Claims):
             self.store.settle(take.key, encode_tombstone(settled(mark, outcome)))
             return outcome
-        if outcome.replay is not None and raw is not None:
-            self.store.settle(take.key, raw)  # the first use's tombstone, not ours
+        if (first := _write_back(outcome, raw)) is not None:
+            self.store.settle(take.key, first)  # the first use's tombstone, not ours
         raise self._respond(outcome)
 
     def _respond(self, rejection: TicketRejected) -> TicketRejected:
@@ -285,3 +285,14 @@ class BlockingTicketVerifier(_VerifierBase[BlockingTicketStore]):
 
     def close(self) -> None:
         self.store.close()
+
+
+def _write_back(rejection: TicketRejected, raw: bytes | None) -> bytes | None:
+    """The first use's tombstone, if a replay is to put it back (ours overwrote it).
+
+    Only once that tombstone holds the subject: before, the first use's settle may
+    still be on its way, and writing back would erase what it adds (it replaces our
+    tombstone anyway). After a refused first use (never settled) later uses see the
+    second one as the first."""
+    replay = rejection.replay
+    return raw if replay is not None and replay.subject is not None else None

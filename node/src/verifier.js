@@ -123,8 +123,10 @@ class RedisVerifier extends BaseVerifier {
       });
       if (raw !== null && raw !== undefined && isTombstone(raw)) {
         const rejection = this._replayed(raw, { ticket, ticketHash, clientIp });
-        // The first use's tombstone back (ours overwrote it), if it was one.
-        if (rejection.replay) await this._settle(key, raw);
+        // The first use's tombstone back (ours overwrote it) once it holds the subject.
+        // Without one the first use's settle may still be on its way: writing back
+        // would erase what it adds, and it replaces our tombstone anyway.
+        if (rejection.replay?.subject) await this._settle(key, raw);
         throw rejection;
       }
       const claims = this._decide(raw, { ticketHash, origin, clientIp });
