@@ -7,6 +7,8 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
+import threading
 
 import fakeredis
 import pytest
@@ -162,3 +164,48 @@ async def test_a_failing_receiver_is_retried_then_dropped() -> None:
 def test_the_url_must_be_http() -> None:
     with pytest.raises(ValueError, match="http"):
         ReplayWebhook("file:///etc/passwd", SECRET)
+
+
+@pytest.mark.parametrize("answer", [b"garbage\r\n\r\n", b"HTTP/1.1 200 " + b"x" * 70_000])
+async def test_a_receiver_answering_garbage_is_a_failed_delivery(answer: bytes) -> None:
+    """A reply http.client cannot parse (BadStatusLine, LineTooLong) is a failed attempt:
+    retried, then dropped and counted; the delivery thread lives on and join() returns.
+    (Found by a hostile review: it killed the thread and left join() hanging.)"""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(TIMEOUT)
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        for _ in range(2):  # the attempt and its one retry
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    drops: list[str] = []
+    webhook = ReplayWebhook(
+        f"http://127.0.0.1:{port}/hook",
+        SECRET,
+        timeout=TIMEOUT,
+        retries=1,
+        backoff=0,
+        on_drop=drops.append,
+    )
+    try:
+        await replay_once(webhook)
+        finished = threading.Thread(target=webhook.join, daemon=True)
+        finished.start()
+        finished.join(TIMEOUT * 3)
+        assert not finished.is_alive(), "join() hangs: the delivery thread died"
+        assert drops == ["failed"]
+        with receiver() as hook:  # the thread still delivers what comes next
+            webhook.url = hook.url
+            await replay_once(webhook)
+            webhook.join()
+        assert webhook.delivered == 1
+    finally:
+        webhook.close()
+        thread.join(TIMEOUT)
+        server.close()

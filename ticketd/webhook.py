@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import http.client
 import hmac
 import json
 import logging
@@ -183,11 +184,16 @@ class ReplayWebhook(RedemptionObserver):
 
     def _run(self) -> None:
         while (body := self._queue.get()) is not None:
-            if self._deliver(body):
-                self.delivered += 1
-            else:
+            try:
+                if self._deliver(body):
+                    self.delivered += 1
+                else:
+                    self._drop("failed")
+            except Exception:  # a bug here must not kill the thread or strand join()
+                _logger.exception("replay webhook delivery failed unexpectedly")
                 self._drop("failed")
-            self._queue.task_done()
+            finally:
+                self._queue.task_done()
         self._queue.task_done()
 
     def _deliver(self, body: bytes) -> bool:
@@ -210,7 +216,9 @@ class ReplayWebhook(RedemptionObserver):
                 with self._opener.open(request, timeout=self.timeout) as response:
                     if 200 <= response.status < 300:
                         return True
-            except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts are OSErrors
+            # URLError, HTTPError and timeouts are OSErrors; a receiver that answers
+            # garbage raises http.client.HTTPException (BadStatusLine, LineTooLong...).
+            except (OSError, ValueError, http.client.HTTPException) as exc:
                 _logger.info(
                     "replay webhook attempt %d failed: %s", attempt + 1, type(exc).__name__
                 )
