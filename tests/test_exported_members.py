@@ -154,7 +154,8 @@ EXPECTED: dict[str, set[str]] = {
         "settled",
     },
     "ticketd.webhook": {
-        "EVENT_TYPE", "ReplayWebhook", "replay_payload", "sign", "signing_key", "verify",
+        "EVENT_TYPE", "ReplayWebhook", "check_url", "replay_payload", "sign", "signing_key",
+        "verify",
     },
     "ticketd.revoker": {
         "BlockingRevoker", "DEFAULT_TTL", "Revoker", "StateRead", "check_revoked",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import fakeredis
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -409,3 +410,25 @@ def test_tombstones_are_written_as_json_dumps_writes_them(
     expected = json.dumps([0, first_ms, client, subject, session], separators=(",", ":"))
     assert encode_tombstone(tombstone) == expected.encode("ascii")
     assert decode_tombstone(encode_tombstone(tombstone)) == tombstone
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("leeway", float("nan")),
+        ("leeway", float("inf")),
+        ("leeway", -1.0),
+        ("replay_grace", float("nan")),
+        ("replay_grace", -0.1),
+        ("revocation_ttl", 0),
+        ("revocation_ttl", float("inf")),
+    ],
+)
+def test_verifier_options_are_checked_up_front(option: str, value: float) -> None:
+    """Refused when the verifier is built, not at the first replay a policy acts on
+    (a revocation_ttl of 0 raised ValueError out of redeem; a NaN leeway disabled the
+    clock checks). Found by a hostile review."""
+    store = TicketStore(fakeredis.FakeAsyncRedis())
+    TicketVerifier(store, leeway=5.0, replay_grace=2.0, revocation_ttl=60)  # the control
+    with pytest.raises(ValueError, match=option):
+        TicketVerifier(store, **{option: value})  # type: ignore[arg-type]

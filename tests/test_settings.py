@@ -488,7 +488,28 @@ def test_replay_settings_load_from_the_environment() -> None:
                 "TICKETD_REPLAY_WEBHOOK_URL": "ftp://hooks.example.com/x",
                 "TICKETD_REPLAY_WEBHOOK_SECRET": "whsec_" + "a" * 40,
             },
-            "TICKETD_REPLAY_WEBHOOK_URL: must be an http:// or https:// URL",
+            "TICKETD_REPLAY_WEBHOOK_URL: the webhook URL must be http:// or https://",
+        ),
+        (
+            {
+                "TICKETD_REPLAY_WEBHOOK_URL": "https://user:hunter2-pass@hooks.example.com/x",
+                "TICKETD_REPLAY_WEBHOOK_SECRET": "whsec_" + "a" * 40,
+            },
+            "TICKETD_REPLAY_WEBHOOK_URL: the webhook URL must not hold credentials",
+        ),
+        (
+            {
+                "TICKETD_REPLAY_WEBHOOK_URL": "http:///no-host",
+                "TICKETD_REPLAY_WEBHOOK_SECRET": "whsec_" + "a" * 40,
+            },
+            "TICKETD_REPLAY_WEBHOOK_URL: the webhook URL has no host",
+        ),
+        (
+            {
+                "TICKETD_REPLAY_WEBHOOK_URL": "https://hooks.example.com:99999/x",
+                "TICKETD_REPLAY_WEBHOOK_SECRET": "whsec_" + "a" * 40,
+            },
+            "TICKETD_REPLAY_WEBHOOK_URL: the webhook URL has an invalid port",
         ),
         (
             {
@@ -503,3 +524,4 @@ def test_bad_replay_settings(values: dict[str, str], line: str) -> None:
     found = env_problems({**ENV_MINIMAL, **values})
     assert any(p.startswith(line) for p in found), found
     assert "not-a-standard-webhooks-secret" not in "\n".join(found)
+    assert "hunter2-pass" not in "\n".join(found)

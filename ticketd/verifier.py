@@ -25,6 +25,7 @@ and, for a replay, :class:`~ticketd.tombstones.Replay`.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Generic, Self, TypeVar, Unpack
@@ -73,10 +74,13 @@ class _VerifierBase(Generic[_Store]):
         if isinstance(store, str | bytes):
             name = type(self).__name__
             raise TypeError(f"{name} takes a store; to connect to a URL use {name}.from_url(url)")
-        if leeway < 0:
-            raise ValueError("leeway must not be negative")
-        if replay_grace < 0:
-            raise ValueError("replay_grace must not be negative")
+        if not (math.isfinite(leeway) and leeway >= 0):
+            raise ValueError("leeway must be a finite number of seconds, not negative")
+        if not (math.isfinite(replay_grace) and replay_grace >= 0):
+            raise ValueError("replay_grace must be a finite number of seconds, not negative")
+        if not (math.isfinite(revocation_ttl) and revocation_ttl > 0):
+            # Checked here, not at the first replay an active policy acts on.
+            raise ValueError("revocation_ttl must be a positive number of seconds")
         self.store = store
         self.key_prefix = key_prefix
         self.audience = audience

@@ -27,8 +27,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import http.client
 import hmac
+import http.client
 import json
 import logging
 import queue
@@ -48,6 +48,7 @@ from .replay import RedemptionObserver
 __all__ = [
     "EVENT_TYPE",
     "ReplayWebhook",
+    "check_url",
     "replay_payload",
     "sign",
     "signing_key",
@@ -140,8 +141,7 @@ class ReplayWebhook(RedemptionObserver):
         on_drop: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise ValueError("the webhook URL must be http:// or https://")
+        check_url(url)
         self.url = url
         self._key = signing_key(secret)
         self.timeout = timeout
@@ -238,3 +238,22 @@ class ReplayWebhook(RedemptionObserver):
         except queue.Full:
             return
         thread.join(timeout)
+
+
+def check_url(url: str) -> None:
+    """``ValueError`` unless ``url`` is http(s) with a host, a valid port and no
+    credentials (the body is signed; a password in the URL would end up in logs and
+    process listings). The message never repeats the URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("the webhook URL must be http:// or https://")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the webhook URL has an invalid port") from None
+    if not parts.hostname:
+        raise ValueError("the webhook URL has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("the webhook URL must not hold credentials (the body is signed)")
+    if port == 0:
+        raise ValueError("the webhook URL has an invalid port")

@@ -15,7 +15,6 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -28,7 +27,7 @@ from pydantic_settings import (
 from ..hosts import HostAllowlist, HostPattern
 from ..issuer import validate_audience
 from ..origins import OriginAllowlist, OriginPattern
-from ..webhook import signing_key
+from ..webhook import check_url, signing_key
 from .redis_url import redis_url_problem
 from .secret_strength import weakness
 
@@ -224,8 +223,8 @@ class Settings(BaseSettings):
     @field_validator("replay_webhook_url")
     @classmethod
     def _webhook_url(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in ("http", "https"):
-            raise ValueError("must be an http:// or https:// URL")
+        if value is not None:
+            check_url(value)  # http(s), a host, a valid port, no credentials
         return value
 
     @field_validator("replay_webhook_secret")
