@@ -17,6 +17,8 @@ const LOGGED_OUT_STATUSES = new Set([401, 403]);
 /** A 4401 this soon after the open is not a session that ran its course (clocks apart, a
  * tiny max lifetime): the re-mint then backs off like a failure instead of running at once. */
 const QUICK_END_MS = 1000;
+// A socket open this long after a 4403 and its re-mint ends the revocation episode.
+const REVOKED_RESET_MS = 30000;
 
 /** Close codes after the 101 (docs/PROTOCOL.md section 7). */
 export const CLOSE_SESSION_ENDED = 4401; // re-mint at once; a 401/403 from the mint stops
@@ -109,7 +111,9 @@ export function connect(options) {
   const abort = new AbortController();
   let stopped = false, failures = 0, timer = 0;
   // After a 4403 exactly one re-mint is tried (a new login may have happened); a second
-  // 4403, or any failure of that attempt, stops for good. Never reset: no loop is possible.
+  // 4403, or any failure of that attempt, stops for good. Reset only by a socket that then
+  // stayed open REVOKED_RESET_MS (the new login holds): a 4403 soon after the reconnect
+  // still stops, so no loop is possible, and a later drop is an ordinary retry.
   let revokedOnce = false;
   // Consecutive 4401s on sockets that ended within QUICK_END_MS: the exponent of the backoff.
   let quickEnds = 0;
@@ -174,6 +178,7 @@ export function connect(options) {
       if (socket === ws) socket = null;
       options.onClose?.(event);
       if (stopped) return;
+      if (revokedOnce && opened && Date.now() - openedAt >= REVOKED_RESET_MS) revokedOnce = false;
       if (event.code === CLOSE_REVOKED || (revokedOnce && !opened)) {
         // Revoked: tell the page, try one re-mint (at most), then stop.
         if (event.code === CLOSE_REVOKED) options.onRevoked?.(event);
