@@ -67,7 +67,7 @@ export class TicketRejected extends TicketdError {
   readonly reason: Reason;
   /** The ticket's log id (8 characters of its hash) when it was well formed. */
   readonly ticketHash: string | null;
-  /** For logs only: "issued_in_future", "expired_by_clock", "unreadable_record" or "replayed". */
+  /** For logs only: "issued_in_future", "expired_by_clock", "session_ended", "unreadable_record" or "replayed". */
   readonly detail: string | null;
   /** With detail "replayed": what the ticket's tombstone tells (docs/PROTOCOL.md section 8). */
   readonly replay: Replay | null;

@@ -422,6 +422,16 @@ def redeem_cases() -> list[dict[str, Any]]:
             "record": _record(set={4: NOW_MS + 9_000, 5: NOW_MS - 9_000}),
             "origin": "null",
         },
+        {
+            "name": "session ended before the redeem (no leeway)",
+            "record": json.dumps(_v2(session_expires_ms=NOW_MS), separators=(",", ":")),
+            "origin": ORIGIN,
+        },
+        {
+            "name": "session ends 1 ms after the redeem",
+            "record": json.dumps(_v2(session_expires_ms=NOW_MS + 1), separators=(",", ":")),
+            "origin": ORIGIN,
+        },
         {"name": "unreadable record", "record": "{oops", "origin": ORIGIN},
         {"name": "record of another version", "record": "[9]", "origin": ORIGIN},
         {"name": "origin missing", "record": good, "origin": None},

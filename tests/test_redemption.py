@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import httpx
@@ -55,6 +56,17 @@ def test_decide_refusals(
     outcome = decide(raw, handshake, now=now, ticket_hash="h")
     assert isinstance(outcome, TicketRejected)
     assert (outcome.reason, outcome.detail, outcome.ticket_hash) == (reason, detail, "h")
+
+
+def test_a_ticket_never_opens_a_socket_after_its_session() -> None:
+    """No leeway for the session's end: a skewed clock must not open a socket the
+    lifetime timer would then close with 4401 *after* the session (hostile review)."""
+    ends = dataclasses.replace(CLAIMS, session="s", auth_at=NOW - 60, session_expires_at=NOW + 2)
+    record = encode_record(ends)
+    assert decide(record, HANDSHAKE, now=NOW + 1.999) == ends  # the control
+    outcome = decide(record, HANDSHAKE, now=NOW + 2, ticket_hash="h")
+    assert isinstance(outcome, TicketRejected)
+    assert (outcome.reason, outcome.detail) == (Reason.INVALID, Detail.SESSION_ENDED)
 
 
 def test_decide_within_the_leeway_either_way() -> None:

@@ -96,6 +96,11 @@ class Detail(enum.StrEnum):
     ignores TTLs (reason ``invalid``)."""
     UNREADABLE_RECORD = "unreadable_record"
     """The stored record could not be decoded (another writer, a version mismatch)."""
+    SESSION_ENDED = "session_ended"
+    """The record's ``session_expires_at`` has passed by this server's clock: the session
+    the ticket was minted from is over (a ticket's TTL is capped at it, so only clock skew
+    or a slow mint gets here; reason ``invalid``). No leeway: a socket must never open
+    after its session ended."""
     REPLAYED = "replayed"
     """The ticket was redeemed before: Redis held its tombstone (reason ``invalid``, the
     same answer as an unknown ticket); :attr:`TicketRejected.replay` says more."""

@@ -132,6 +132,8 @@ def decide(
         return TicketRejected(
             Reason.INVALID, ticket_hash=ticket_hash, detail=Detail.EXPIRED_BY_CLOCK
         )
+    if claims.session_expires_at is not None and now >= claims.session_expires_at:
+        return TicketRejected(Reason.INVALID, ticket_hash=ticket_hash, detail=Detail.SESSION_ENDED)
     try:
         return check_binding(
             claims,

@@ -56,6 +56,10 @@ export function checkBinding(
   if (now >= claims.expiresAt + leeway) {
     throw new TicketRejected("invalid", { ticketHash, detail: "expired_by_clock" });
   }
+  // No leeway: a socket must never open after the session it was minted from ended.
+  if (claims.sessionExpiresAt !== null && claims.sessionExpiresAt !== undefined && now >= claims.sessionExpiresAt) {
+    throw new TicketRejected("invalid", { ticketHash, detail: "session_ended" });
+  }
   const presented = presentedOrigin(origin);
   if (presented === null || presented !== claims.origin) {
     throw new TicketRejected("origin_mismatch", { ticketHash });

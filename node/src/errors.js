@@ -37,7 +37,7 @@ export class TicketRejected extends TicketdError {
    * @param {string} reason one of the keys of REJECTION_STATUS
    * @param {{ ticketHash?: string | null, detail?: string | null }} [options] the log id of
    *   a well-formed ticket; a detail for logs only (`issued_in_future`, `expired_by_clock`,
-   *   `unreadable_record`, `replayed`, as Python's `Detail`); for a replay, `replay`:
+   *   `session_ended`, `unreadable_record`, `replayed`, as Python's `Detail`); for a replay, `replay`:
    *   `{ sinceFirstUseMs, sameClient, connection, subject, session }`
    */
   constructor(reason, { ticketHash = null, detail = null, replay = null } = {}) {
