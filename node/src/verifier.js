@@ -41,8 +41,28 @@ function checkAudience(audience) {
  *   `{ redis, keyPrefix?, audience, deadlineMs?, checkRevocation?, clock?, logger? }` or
  *   `{ redeemUrl, serviceKey, audience, deadlineMs?, logger? }`
  */
+const COMMON_OPTIONS = ["audience", "deadlineMs", "leeway", "clock", "logger"];
+const REDIS_OPTIONS = new Set([...COMMON_OPTIONS, "redis", "keyPrefix", "checkRevocation", "connectTimeoutMs"]);
+const HTTP_OPTIONS = new Set([...COMMON_OPTIONS, "redeemUrl", "serviceKey"]);
+const PYTHON_ONLY = new Set(["onReplay", "replayGrace", "observers", "revocationTtl"]);
+
+function checkOptions(options, known) {
+  for (const name of Object.keys(options)) {
+    if (known.has(name)) continue;
+    if (PYTHON_ONLY.has(name)) {
+      throw new TypeError(
+        `createVerifier: \`${name}\` is not supported in Node (replays are refused and logged, ` +
+          "error.replay says more); for replay policies and metrics redeem through the service " +
+          "(`redeemUrl`, TICKETD_ON_REPLAY) or a Python verifier",
+      );
+    }
+    throw new TypeError(`createVerifier: unknown option \`${name}\``);
+  }
+}
+
 export function createVerifier(options) {
   if (options === null || typeof options !== "object") throw new TypeError("createVerifier(options)");
+  checkOptions(options, options.redeemUrl !== undefined ? HTTP_OPTIONS : REDIS_OPTIONS);
   checkAudience(options.audience);
   if (options.redeemUrl !== undefined) return new HttpVerifier(options);
   if (options.redis !== undefined) return new RedisVerifier(options);
