@@ -7,8 +7,10 @@ service, ``on_replay=`` for a verifier):
 - ``alert`` (default): log it, count it, call the observers (the webhook) — nothing
   else;
 - ``close_first``: also revoke the connection the ticket opened first (kind
-  ``connection``, its id is in the tombstone), so every WebSocket process closes it
-  with 4403: one of the two holders of the ticket was not meant to have it;
+  ``connection``; its id is derived from the ticket,
+  :func:`~ticketd.tombstones.connection_id`, and the subject comes from the settled
+  tombstone), so every WebSocket process closes it with 4403: one of the two holders
+  of the ticket was not meant to have it;
 - ``revoke_session``: also revoke the login the ticket was minted from (kind
   ``session``; a ticket without a session falls back to ``close_first``).
 
