@@ -129,7 +129,13 @@ export interface RedisVerifierOptions {
   /** Seconds since the epoch (default: Date.now() / 1000). */
   clock?: () => number;
   logger?: Logger;
+  /** Told every redeem's outcome (metrics); its exceptions are logged and ignored. */
+  onRedeemed?: RedeemedHook;
 }
+
+/** The `outcome` label of ticketd_redemptions_total: "ok", "replayed", a reason, "store_unavailable". */
+export type RedeemedHook = (outcome: string, error: TicketdError | null) => void;
+export function outcomeOf(error: unknown): string;
 
 export interface HttpVerifierOptions {
   /** ticketd's POST /v1/tickets/redeem URL. */
@@ -140,6 +146,7 @@ export interface HttpVerifierOptions {
   deadlineMs?: number;
   logger?: Logger;
   fetch?: typeof fetch;
+  onRedeemed?: RedeemedHook;
 }
 
 export function createVerifier(options: RedisVerifierOptions): RedisVerifier;

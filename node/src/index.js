@@ -21,4 +21,4 @@ export { eventRevokes, isRevoked, revocationSubject, sessionHash, subjectId } fr
 export { decodeRecord, isWellFormed, logId, newTicket, ticketDigest, ticketKey } from "./tickets.js";
 export { clientFingerprint, connectionIdOf, decodeTombstone, isTombstone } from "./tombstones.js";
 export { DENIAL_BODY, ticketProtocols, ticketUpgrade } from "./upgrade.js";
-export { createVerifier, DEFAULT_KEY_PREFIX } from "./verifier.js";
+export { createVerifier, DEFAULT_KEY_PREFIX, outcomeOf } from "./verifier.js";

@@ -41,9 +41,9 @@ function checkAudience(audience) {
  *   `{ redis, keyPrefix?, audience, deadlineMs?, checkRevocation?, clock?, logger? }` or
  *   `{ redeemUrl, serviceKey, audience, deadlineMs?, logger? }`
  */
-const COMMON_OPTIONS = ["audience", "deadlineMs", "leeway", "clock", "logger"];
+const COMMON_OPTIONS = ["audience", "deadlineMs", "leeway", "clock", "logger", "onRedeemed"];
 const REDIS_OPTIONS = new Set([...COMMON_OPTIONS, "redis", "keyPrefix", "checkRevocation", "connectTimeoutMs"]);
-const HTTP_OPTIONS = new Set([...COMMON_OPTIONS, "redeemUrl", "serviceKey"]);
+const HTTP_OPTIONS = new Set([...COMMON_OPTIONS, "redeemUrl", "serviceKey", "fetch"]);
 const PYTHON_ONLY = new Set(["onReplay", "replayGrace", "observers", "revocationTtl"]);
 
 function checkOptions(options, known) {
@@ -69,6 +69,17 @@ export function createVerifier(options) {
   throw new TypeError("createVerifier needs `redis` (a node-redis client or URL) or `redeemUrl`");
 }
 
+/**
+ * The `outcome` label of a redeem, as Python's `ticketd.replay.outcome_of` and the
+ * `ticketd_redemptions_total{outcome}` metric: `ok`, `replayed`, a reason, `store_unavailable`.
+ */
+export function outcomeOf(error) {
+  if (error === null || error === undefined) return "ok";
+  if (error instanceof TicketRejected) return error.detail === "replayed" ? "replayed" : error.reason;
+  if (error instanceof StoreUnavailable) return "store_unavailable";
+  return "error";
+}
+
 class BaseVerifier {
   constructor({
     audience,
@@ -76,14 +87,44 @@ class BaseVerifier {
     leeway = DEFAULT_LEEWAY,
     clock = () => Date.now() / 1000,
     logger,
+    onRedeemed,
   }) {
     if (!(Number.isFinite(deadlineMs) && deadlineMs > 0)) throw new TypeError("deadlineMs must be > 0");
     if (!(Number.isFinite(leeway) && leeway >= 0)) throw new TypeError("leeway must not be negative");
+    if (onRedeemed !== undefined && typeof onRedeemed !== "function") {
+      throw new TypeError("onRedeemed must be a function (outcome, error) => void");
+    }
     this.audience = audience;
     this.leeway = leeway;
     this.deadlineMs = deadlineMs;
     this.clock = clock;
     this.logger = resolveLogger(logger);
+    this.onRedeemed = onRedeemed;
+  }
+
+  /**
+   * Consume `ticket` and return its claims if the connection matches them; every
+   * outcome is told to `onRedeemed(outcome, error)` (metrics: the same labels as Python).
+   */
+  async redeem(ticket, options = {}) {
+    try {
+      const claims = await this._redeem(ticket, options);
+      this._observe(null);
+      return claims;
+    } catch (error) {
+      this._observe(error);
+      throw error;
+    }
+  }
+
+  _observe(error) {
+    if (this.onRedeemed === undefined) return;
+    try {
+      this.onRedeemed(outcomeOf(error), error ?? null);
+    } catch (hookError) {
+      // A metrics exporter's bug must never change a redeem's outcome.
+      this.logger.warn(`onRedeemed failed: ${hookError?.name ?? "Error"}`);
+    }
   }
 
   /** Step 1: the format check; returns the digest (its first 8 characters are the log id). */
@@ -131,7 +172,7 @@ class RedisVerifier extends BaseVerifier {
    * `onClaims(claims)` runs after the binding checks and before the revocation
    * read (ticketUpgrade registers the connection there, so no event is missed).
    */
-  async redeem(ticket, { origin = null, clientIp = null, onClaims } = {}) {
+  async _redeem(ticket, { origin = null, clientIp = null, onClaims } = {}) {
     const digest = this._check(ticket);
     const ticketHash = digest.slice(0, 8);
     const key = this.keyPrefix + digest;
@@ -253,7 +294,7 @@ class HttpVerifier extends BaseVerifier {
     this.fetch = options.fetch ?? globalThis.fetch;
   }
 
-  async redeem(ticket, { origin = null, clientIp = null, onClaims } = {}) {
+  async _redeem(ticket, { origin = null, clientIp = null, onClaims } = {}) {
     const ticketHash = this._check(ticket).slice(0, 8);
     try {
       const claims = await this._post({ ticket, origin, audience: this.audience, client_ip: clientIp }, ticketHash);
