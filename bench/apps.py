@@ -90,3 +90,22 @@ def ticketd_app(*, limits: bool = True) -> FastAPI:
 def ticketd_app_without_limits() -> FastAPI:
     """Not a target: shows what the three limit counters cost."""
     return ticketd_app(limits=False)
+
+
+def post_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The ASGI scope of a ``POST path`` from loopback, for calling an app in-process."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }

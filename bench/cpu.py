@@ -20,21 +20,7 @@ VARIANTS = ("bare", "naive", "ticketd_app", "ticketd_app_without_limits")
 
 
 async def _one(app: Any, headers: list[tuple[bytes, bytes]], statuses: dict[int, int]) -> None:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/tickets",
-        "raw_path": b"/v1/tickets",
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 5555),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-    }
+    scope = apps.post_scope("/v1/tickets", headers)
     sent = False
 
     async def receive() -> dict[str, Any]:

@@ -40,24 +40,6 @@ SLOW_DEADLINE = 30.0
 """Store deadline and socket timeout under valgrind, which runs Python some 50x slower."""
 
 
-def _scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 5555),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-    }
-
-
 async def _asgi_call(
     app: Any, scope: dict[str, Any], body: bytes, statuses: dict[int, int]
 ) -> None:
@@ -88,7 +70,7 @@ async def _operation(variant: str, tickets: list[str]) -> tuple[Any, Any]:
 
         app = getattr(apps, variant)()
         cookie = issue_session_cookie({"user_id": 12345}, secret=apps.SECRET)
-        scope = _scope(
+        scope = apps.post_scope(
             "/v1/tickets",
             [
                 (b"host", b"127.0.0.1"),
@@ -113,7 +95,7 @@ async def _operation(variant: str, tickets: list[str]) -> tuple[Any, Any]:
         async def http_redeem(i: int) -> None:
             body = f'{{"ticket":"{tickets[i]}","origin":"{apps.ORIGIN}"}}'.encode()
             length = [(b"content-length", str(len(body)).encode())]
-            scope = _scope("/v1/tickets/redeem", headers + length)
+            scope = apps.post_scope("/v1/tickets/redeem", headers + length)
             await _asgi_call(app, scope, body, statuses)
 
         return http_redeem, statuses
