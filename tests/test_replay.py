@@ -15,9 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support.redis_topologies import redis_replicated
-from tests.support.twins import AnyVerifier, Kind, Stores
+from tests.support.twins import AnyVerifier, Kind, Stores, wait_mode_verifier
 from ticketd import (
-    BlockingTicketVerifier,
     Reason,
     RedisOptions,
     TicketIssuer,
@@ -335,11 +334,8 @@ async def test_observers_see_every_outcome_and_cannot_fail_a_redeem(
 @pytest.mark.redis
 @pytest.mark.slow
 async def test_wait_mode_keeps_tombstones(verifier_kind: Kind) -> None:
-    verifier_class = TicketVerifier if verifier_kind == "async" else BlockingTicketVerifier
     with redis_replicated() as (master, replica):
-        verifier = AnyVerifier(
-            verifier_class.from_url(master.url, wait_replicas=1, deadline=8.0, socket_timeout=4.0)
-        )
+        verifier = wait_mode_verifier(verifier_kind, master.url)
         issuer = TicketIssuer.from_url(master.url)
         try:
             issued = await issuer.mint("u", origin=ORIGIN, audience="chat")

@@ -15,7 +15,7 @@ import redis
 
 from tests.support.redis_topologies import redis_replicated
 from tests.support.redisproc import RedisServer
-from tests.support.twins import AnyVerifier, Kind, Stores
+from tests.support.twins import AnyVerifier, Kind, Stores, wait_mode_verifier
 from ticketd import (
     BlockingTicketStore,
     BlockingTicketVerifier,
@@ -306,14 +306,8 @@ async def test_frozen_redis_hits_the_deadline(frozen: RedisServer, verifier_kind
 async def test_wait_replicas(verifier_kind: Kind) -> None:
     """Both twins take ``wait_replicas`` from from_url: acknowledged with the replica up,
     fail closed (503, never ``invalid``) once it is gone."""
-    verifier_class = TicketVerifier if verifier_kind == "async" else BlockingTicketVerifier
     with redis_replicated() as (master, replica):
-        # A generous deadline *and* socket timeout: WAIT's own timeout is half the smaller
-        # of the two, and with the default socket timeout (0.5 s) a busy CI box missed the
-        # replica's acknowledgement (WAIT returned 0 after 250 ms on the success path).
-        verifier = AnyVerifier(
-            verifier_class.from_url(master.url, wait_replicas=1, deadline=8.0, socket_timeout=4.0)
-        )
+        verifier = wait_mode_verifier(verifier_kind, master.url)
         issuer = TicketIssuer.from_url(master.url)
         try:
             issued = await issuer.mint("u", origin=ORIGIN, audience="chat")

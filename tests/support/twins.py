@@ -24,7 +24,7 @@ from ticketd import (
     TicketVerifier,
 )
 
-__all__ = ["BACKENDS", "KINDS", "AnyStore", "AnyVerifier", "Kind", "Stores"]
+__all__ = ["BACKENDS", "KINDS", "AnyStore", "AnyVerifier", "Kind", "Stores", "wait_mode_verifier"]
 
 Kind = Literal["async", "blocking"]
 KINDS: tuple[Kind, ...] = ("async", "blocking")
@@ -77,6 +77,18 @@ class AnyVerifier:
             await self.inner.aclose()
         else:
             await asyncio.to_thread(self.inner.close)
+
+
+def wait_mode_verifier(kind: Kind, url: str) -> AnyVerifier:
+    """A verifier of twin ``kind`` with ``wait_replicas=1`` whose WAIT a busy CI box meets.
+
+    WAIT's own timeout is half the smaller of the deadline and the socket timeout; with
+    the default socket timeout (0.5 s) it had 250 ms, and CI once missed the replica's
+    acknowledgement on the success path. These give it 2 s."""
+    verifier_class = TicketVerifier if kind == "async" else BlockingTicketVerifier
+    return AnyVerifier(
+        verifier_class.from_url(url, wait_replicas=1, deadline=8.0, socket_timeout=4.0)
+    )
 
 
 @dataclass
