@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import fakeredis
 import pytest
 import redis.asyncio
+from redis._parsers import _AsyncRESP2Parser
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import ReadOnlyError, ResponseError
 
 from tests.support.redisproc import RedisServer
-from ticketd.batching import CommandBatcher
+from ticketd.batching import CommandBatcher, direct_pool
+from ticketd.connection import RedisOptions, async_client
 
 
 class CountingPipelines:
@@ -158,3 +161,108 @@ async def test_a_set_with_get_returns_the_old_value(client: Any) -> None:
     (missing,) = await batcher.execute([("SET", "absent", b"t", "XX", "GET", "KEEPTTL")])
     assert missing is None
     assert not await client.exists("absent")  # XX wrote nothing
+
+
+# The direct wire (exchange): redis-py's asyncio client with hiredis over RESP2.
+
+PARITY_COMMANDS: list[tuple[Any, ...]] = [
+    ("SET", "p:a", b"1", "PX", 30_000, "NX"),
+    ("SET", "p:a", b"2", "PX", 30_000, "NX"),  # not stored: None
+    ("SET", "p:a", b"3", "XX", "GET", "KEEPTTL"),  # the old value
+    ("SET", "p:a", b"4", "XX", "KEEPTTL"),  # True
+    ("INCR", "p:n"),
+    ("PEXPIRE", "p:n", 5_000),
+    ("MGET", "p:a", "p:missing"),
+    ("LPUSH", "p:a", "x"),  # WRONGTYPE: an error in place
+    ("GETDEL", "p:a"),
+    ("GETDEL", "p:a"),
+    ("DEL", "p:n"),
+    ("PING",),
+]
+
+
+async def test_the_direct_wire_answers_as_redis_pys_pipeline(redis_url: str) -> None:
+    """Every reply the batcher's own wire gives equals what redis-py's pipeline gives
+    for the same commands on the same data, error replies included (same class)."""
+    client = async_client(RedisOptions(url=redis_url))
+    try:
+        assert direct_pool(client) is client.connection_pool
+        pipe = client.pipeline(transaction=False)
+        for command in PARITY_COMMANDS:
+            pipe.execute_command(*command, **({"get": True} if "GET" in command else {}))
+        expected = await pipe.execute(raise_on_error=False)
+        await client.flushall()
+
+        def no_pipeline(transaction: bool = True) -> Any:
+            raise AssertionError("the direct wire does not build a pipeline")
+
+        client.pipeline = no_pipeline
+        batcher = CommandBatcher(client)
+        results = await asyncio.gather(
+            *(batcher.execute([c]) for c in PARITY_COMMANDS), return_exceptions=True
+        )
+        got = [r[0] if isinstance(r, list) else r for r in results]
+        assert [type(g) for g in got] == [type(e) for e in expected]
+        assert [g for g in got if not isinstance(g, Exception)] == [
+            e for e in expected if not isinstance(e, Exception)
+        ]
+        assert (expected[1], expected[2], expected[3]) == (None, b"1", True)
+        assert isinstance(got[7], ResponseError)
+        assert "WRONGTYPE" in str(got[7])
+    finally:
+        await client.aclose()
+
+
+async def test_a_batch_cut_off_by_its_deadline_leaves_no_reply_behind(redis_url: str) -> None:
+    """A batch abandoned mid-read must not hand its late reply to the next caller of
+    the same pooled connection: the connection is dropped, the next batch reconnects."""
+    client = async_client(RedisOptions(url=redis_url, socket_timeout=5, max_connections=1))
+    try:
+        await client.set("k", b"value")
+        batcher = CommandBatcher(client, deadline=0.2)
+        with pytest.raises(TimeoutError):
+            await batcher.execute([("BLPOP", "empty-list", 1)])
+        await batcher.drain()
+        (connection,) = client.connection_pool._available_connections
+        assert not connection.is_connected
+        await client.rpush("empty-list", "late")  # what BLPOP would have answered
+        assert await batcher.execute([("GET", "k")]) == [b"value"]
+        assert await client.lrange("empty-list", 0, -1) == [b"late"]  # BLPOP never ran again
+    finally:
+        await client.aclose()
+
+
+async def test_a_readonly_reply_drops_the_connection(redis_server: RedisServer) -> None:
+    """A demoted master answers writes with READONLY: that caller gets the error, the
+    others their replies, and the connection is dropped so that the next checkout
+    (a Sentinel pool) connects to whatever is master then."""
+    replica = RedisServer("--replicaof", "127.0.0.1", str(redis_server.port)).start()
+    client = async_client(RedisOptions(url=replica.url))
+    try:
+        batcher = CommandBatcher(client)
+        write: Any
+        read: Any
+        write, read = await asyncio.gather(
+            batcher.execute([("SET", "k", b"v")]),
+            batcher.execute([("PING",)]),
+            return_exceptions=True,
+        )
+        assert isinstance(write, ReadOnlyError)
+        assert read == [True]
+        await batcher.drain()
+        assert all(not c.is_connected for c in client.connection_pool._available_connections)
+        assert await batcher.execute([("PING",)]) == [True]  # reconnects
+    finally:
+        await client.aclose()
+        replica.close()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_which_clients_take_the_direct_wire(protocol: int) -> None:
+    standalone = redis.asyncio.Redis(port=1, protocol=protocol)
+    assert (direct_pool(standalone) is not None) == (protocol == 2)
+    assert direct_pool(redis.asyncio.Redis(port=1, single_connection_client=True)) is None
+    assert direct_pool(fakeredis.FakeAsyncRedis()) is None
+    pool = redis.asyncio.ConnectionPool(port=1, parser_class=_AsyncRESP2Parser)
+    assert direct_pool(redis.asyncio.Redis(connection_pool=pool)) is None
+    assert direct_pool(redis.asyncio.RedisCluster.__new__(redis.asyncio.RedisCluster)) is None

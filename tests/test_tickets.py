@@ -369,3 +369,16 @@ def test_decode_record_raises_only_value_error(raw: bytes) -> None:
         return
     assert isinstance(claims, Claims)
     assert decode_record(encode_record(claims)) == claims
+
+
+URL_SAFE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+@pytest.mark.parametrize("last", list(URL_SAFE_ALPHABET))
+def test_the_last_character_rule_is_the_round_trip(last: str) -> None:
+    """``is_well_formed`` checks the last character against a set; that set is exactly
+    the characters for which decoding and re-encoding gives the ticket back."""
+    ticket = FIXED[:-1] + last
+    round_trip = base64.urlsafe_b64encode(base64.urlsafe_b64decode(ticket + "=")).rstrip(b"=")
+    assert is_well_formed(ticket) is (round_trip.decode() == ticket)
+    assert is_well_formed(ticket) is (last in CANONICAL_LAST)

@@ -10,6 +10,21 @@ Nothing about atomicity changes: each command is still a single-key Redis comman
 executed on its own, and a pipeline is only a way to put several on the wire at
 once. With no concurrency a batch holds one command and costs about the same as
 sending it directly.
+
+**The wire.** For redis-py's asyncio client over RESP2 with hiredis (standalone and
+Sentinel: what :func:`ticketd.connection.async_client` builds), a batch does not go
+through redis-py's ``Pipeline``: :func:`exchange` checks a connection out of the
+pool, writes the packed batch, reads the replies off the connection's own hiredis
+reader in one loop under one timeout, and applies the client's response callbacks,
+as ``Pipeline.execute`` does. Per reply, redis-py's path costs ~20 Python calls (an
+``asyncio.timeout`` per reply, ``parse_response`` twice, the parser's wrapper); that
+was most of what a pipelined command cost (``bench/NOTES.md``). What the pipeline
+guarantees is kept: a connection is never returned to the pool with unread replies
+(any failure or cancellation mid-batch disconnects it), a ``READONLY`` reply (a
+demoted master after a failover) disconnects it so the next checkout finds the new
+master, and nothing is retried (ticketd's clients retry nothing either:
+:mod:`ticketd.connection`). Any other client (Cluster, fakeredis, RESP3, the pure
+Python parser) takes redis-py's pipeline.
 """
 
 from __future__ import annotations
@@ -18,9 +33,14 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import redis.asyncio
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
+from redis.asyncio.connection import DefaultParser
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["Command", "CommandBatcher"]
+__all__ = ["Command", "CommandBatcher", "direct_pool", "exchange"]
 
 Command = tuple[Any, ...]
 
@@ -41,6 +61,73 @@ def _options(command: Command) -> dict[str, Any]:
     return {}
 
 
+def direct_pool(client: Any) -> Any:
+    """The connection pool :func:`exchange` may use for ``client``, or ``None``.
+
+    Only a redis-py asyncio ``Redis`` (not a single-connection client) whose
+    connections speak RESP2 through the hiredis parser; anything else (Cluster,
+    fakeredis, RESP3) goes through redis-py's pipeline.
+    """
+    if not isinstance(client, redis.asyncio.Redis):
+        return None
+    if getattr(client, "single_connection_client", False) or type(client).__module__.startswith(
+        "fakeredis"
+    ):
+        return None
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    if str(kwargs.get("protocol") or 2) != "2":
+        return None
+    parser = kwargs.get("parser_class", DefaultParser)  # hiredis when it is installed
+    if not (isinstance(parser, type) and issubclass(parser, _AsyncHiredisParser)):
+        return None
+    return pool
+
+
+async def exchange(client: Any, pool: Any, commands: Sequence[Command]) -> list[Any]:
+    """Send ``commands`` on one pooled connection and read their replies (see the
+    module docstring). Error replies come back as exception instances, in place."""
+    connection = await pool.get_connection()
+    try:
+        parser = connection._parser
+        await connection.send_packed_command(connection.pack_commands(commands))
+        reader = parser._reader
+        replies: list[Any] = []
+        wanted = len(commands)
+        try:
+            async with asyncio.timeout(connection.socket_timeout):
+                while len(replies) < wanted:
+                    reply = reader.gets()
+                    while reply is NOT_ENOUGH_DATA:
+                        await parser.read_from_socket()
+                        reply = reader.gets()
+                    replies.append(reply)
+        except TimeoutError:
+            raise RedisTimeoutError("Timeout reading from Redis") from None
+        except OSError as exc:
+            raise RedisConnectionError(f"Error while reading from Redis: {exc}") from exc
+        for reply in replies:  # what redis-py's reader raises rather than returns
+            if isinstance(reply, RedisConnectionError):
+                raise reply
+    except BaseException:
+        await connection.disconnect(nowait=True)
+        raise
+    else:
+        if any(isinstance(reply, ReadOnlyError) for reply in replies):
+            await connection.disconnect(nowait=True)
+    finally:
+        await pool.release(connection)
+    callbacks = client.response_callbacks
+    out: list[Any] = []
+    for command, reply in zip(commands, replies, strict=True):
+        if not isinstance(reply, Exception):
+            callback = callbacks.get(command[0])
+            if callback is not None:
+                reply = callback(reply, **_options(command))
+        out.append(reply)
+    return out
+
+
 class CommandBatcher:
     """Send the commands of concurrent callers as one pipeline per loop iteration.
 
@@ -59,6 +146,7 @@ class CommandBatcher:
         self._queue: list[tuple[Command, asyncio.Future[Any]]] = []
         self._scheduled = False
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._pool = direct_pool(client)
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """Run ``commands`` (e.g. ``("GETDEL", key)``) and return their replies in order.
@@ -93,11 +181,15 @@ class CommandBatcher:
 
     async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for command, _ in batch:
-                pipe.execute_command(*command, **_options(command))
+            commands = [command for command, _ in batch]
             async with asyncio.timeout(self.deadline):
-                replies = await pipe.execute(raise_on_error=False)
+                if self._pool is not None:
+                    replies = await exchange(self.client, self._pool, commands)
+                else:
+                    pipe = self.client.pipeline(transaction=False)
+                    for command in commands:
+                        pipe.execute_command(*command, **_options(command))
+                    replies = await pipe.execute(raise_on_error=False)
             if len(replies) != len(batch):
                 raise RedisConnectionError("pipeline reply count does not match")
             for (_, future), reply in zip(batch, replies, strict=True):

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 
 from .binding import check_binding
 from .exceptions import Detail, Reason, TicketRejected
-from .tickets import Claims, decode_record, is_well_formed, log_id, ticket_key
+from .tickets import Claims, decode_record, is_well_formed, ticket_digest
 from .tombstones import connection_id, decode_tombstone, is_tombstone, replay_of
 
 __all__ = ["DEFAULT_LEEWAY", "Handshake", "TakeTicket", "decide", "ticket_to_take"]
@@ -94,9 +94,10 @@ def ticket_to_take(ticket: object, *, key_prefix: str) -> TakeTicket:
     """
     if not isinstance(ticket, str) or not is_well_formed(ticket):
         raise TicketRejected(Reason.MALFORMED)
+    digest = ticket_digest(ticket)  # once: the key and the log id are both made of it
     return TakeTicket(
-        key=ticket_key(key_prefix, ticket),
-        ticket_hash=log_id(ticket),
+        key=key_prefix + digest,
+        ticket_hash=digest[:8],
         connection=connection_id(ticket),
     )
 

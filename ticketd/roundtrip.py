@@ -9,6 +9,9 @@ iteration, as one non-transactional pipeline — and hands back each command's r
 per command, and never raises for a single command's error reply (a ``NOSCRIPT``
 must be told apart from a refusal).
 
+The wire is :func:`~ticketd.batching.exchange` where the client allows it (redis-py's
+asyncio client with hiredis), else redis-py's pipeline.
+
 Scripts go out as ``EVALSHA``; :func:`send_with_scripts` reloads a script that
 Redis does not know (after a failover or ``SCRIPT FLUSH``) with ``SCRIPT LOAD`` and
 sends the refused calls again — they did not run, so this is safe, and there is
@@ -26,6 +29,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
+from .batching import direct_pool, exchange
 from .exceptions import StoreOperation, StoreUnavailable
 
 __all__ = ["RoundTrip", "Script", "send_with_scripts"]
@@ -73,6 +77,7 @@ class RoundTrip:
         self._queue: list[_Group] = []
         self._scheduled = False
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._pool = direct_pool(client)
 
     async def send(self, commands: Sequence[_Command]) -> list[Any]:
         """The replies to ``commands`` in order; a command's error reply is its exception.
@@ -112,12 +117,15 @@ class RoundTrip:
 
     async def _send(self, batch: list[_Group]) -> None:
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for commands, _ in batch:
-                for command in commands:
-                    pipe.execute_command(*command)
+            flat = [command for commands, _ in batch for command in commands]
             async with asyncio.timeout(self.deadline):
-                replies = await pipe.execute(raise_on_error=False)
+                if self._pool is not None:  # redis-py's asyncio client: the direct wire
+                    replies = await exchange(self.client, self._pool, flat)
+                else:
+                    pipe = self.client.pipeline(transaction=False)
+                    for command in flat:
+                        pipe.execute_command(*command)
+                    replies = await pipe.execute(raise_on_error=False)
             if len(replies) != sum(len(commands) for commands, _ in batch):
                 raise RedisConnectionError("pipeline reply count does not match")
             start = 0
