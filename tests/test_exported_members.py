@@ -180,7 +180,7 @@ EXPECTED: dict[str, set[str]] = {
         "DenialResponseNoise", "JSONFormatter", "configure_logging", "logging_config",
     },
     "ticketd.service.metrics": {"LATENCY_BUCKETS", "Metrics"},
-    "ticketd.service.mint": {"PROBLEM_CODES", "mint", "preflight"},
+    "ticketd.service.mint": {"PROBLEM_CODES", "MintedResponse", "mint", "preflight"},
     "ticketd.service.mintplan": {"MintPlan", "Revoked"},
     "ticketd.service.openapi": {"render", "spec"},
     "ticketd.service.problems": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -170,3 +171,75 @@ def test_service_mints_after_script_flush_and_deletes_refused_records(
     keys: list[bytes] = redis_sync.keys("ticketd:*")  # type: ignore[assignment]
     records = [k for k in keys if not k.startswith(b"ticketd:rl:")]
     assert len(records) == 1  # the refused attempt's record was deleted again
+
+
+class CapModel:
+    """The cap's meaning, written plainly: every counted ticket counts until the end of
+    the second its TTL ends in (by the clock of the call that looks: a bucket one
+    instance saw expire is gone for all, as Redis' own TTLs are); an attempt is refused
+    while ``cap`` tickets count. A refused attempt writes nothing."""
+
+    def __init__(self, cap: int, ttl_ms: int) -> None:
+        self.cap, self.ttl_ms = cap, ttl_ms
+        self.expiries: list[int] = []
+
+    def live(self, now_ms: int) -> list[int]:
+        return [e for e in self.expiries if e * 1000 > now_ms]
+
+    def attempt(self, now_ms: int) -> list[int]:
+        live = self.live(now_ms)
+        if len(live) >= self.cap:
+            return [2, min(live) * 1000 - now_ms]
+        self.expiries = [*live, -(-(now_ms + self.ttl_ms) // 1000)]
+        return [0, 0]
+
+    def take_back(self, now_ms: int) -> None:
+        self.expiries = self.live(now_ms)
+        expiry = -(-(now_ms + self.ttl_ms) // 1000)
+        if expiry in self.expiries:
+            self.expiries.remove(expiry)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_cap_script_agrees_with_the_plain_rule(redis_sync: redis.Redis, seed: int) -> None:
+    """Random attempts and take-backs, with clocks of several instances that disagree by
+    up to 1.5 s (so buckets arrive out of order), against :class:`CapModel`: the same
+    verdict, the same retry-after, the same live count in the stored state, every step."""
+    rng = random.Random(seed)
+    cap, ttl_ms = rng.choice([(3, 2000), (8, 5000), (40, 30_000)])
+    model = CapModel(cap, ttl_ms)
+    config = (0, 0, cap, ttl_ms, 0, ttl_ms + 2000)
+    sha = redis_sync.script_load(LIMIT_SCRIPT.source)
+    assert sha == LIMIT_SCRIPT.sha
+    base = 1_800_000_000
+    for step in range(600):
+        base += rng.choice([0, 1, 7, 50, 250, 900])
+        now = base - rng.choice([0, 0, 0, 300, 1500])  # another instance's clock
+        if rng.random() < 0.2:
+            redis_sync.evalsha(sha, 1, "cap", now, *config, "-1")
+            model.take_back(now)
+            continue
+        verdict = redis_sync.evalsha(sha, 1, "cap", now, *config)
+        assert verdict == model.attempt(now), f"step {step}"
+        raw = redis_sync.get("cap")
+        state = raw.decode() if isinstance(raw, bytes) else ""
+        buckets = [tuple(map(int, b.split(":"))) for b in state.split(";")[1:]]
+        assert [e for e, _ in buckets] == sorted({e for e, _ in buckets}), state
+        assert int(state.split(";")[0].split(":")[3]) == sum(n for _, n in buckets)
+        assert sum(n for e, n in buckets if e * 1000 > now) == len(model.live(now)), state
+        assert sorted(e for e, n in buckets for _ in range(n)) == sorted(model.expiries)
+
+
+def test_the_cap_script_reads_the_previous_state_form(redis_sync: redis.Redis) -> None:
+    """State written by the previous script (no live total, buckets in any order) is read,
+    counted and written back in the current form: an upgrade keeps every count."""
+    sha = redis_sync.script_load(LIMIT_SCRIPT.source)
+    now = 1_800_000_000
+    live = [now // 1000 + 20, now // 1000 + 5, now // 1000 + 12]
+    expired = now // 1000 - 1
+    redis_sync.set("cap", f"60:0:0;{live[0]}:2;{expired}:4;{live[1]}:1;{live[2]}:3")
+    config = (0, 0, 7, 30_000, 0, 32_000)
+    assert redis_sync.evalsha(sha, 1, "cap", now, *config) == [0, 0]  # 6 live: the 7th
+    assert redis_sync.evalsha(sha, 1, "cap", now, *config) == [2, live[1] * 1000 - now]
+    state = redis_sync.get("cap")
+    assert state == (f"60:0:0:7;{live[1]}:1;{live[2]}:3;{live[0]}:2;{now // 1000 + 30}:1".encode())

@@ -273,3 +273,30 @@ def test_logs_hold_no_secrets(http: httpx.Client, caplog: pytest.LogCaptureFixtu
     assert cookie not in text
     assert ok.json()["ticket"] not in text
     assert "evil-origin" not in text
+
+
+def test_the_minted_response_is_what_json_response_sends() -> None:
+    """MintedResponse builds the 201 by hand: the same body bytes and the same headers,
+    in the same order, as the ``JSONResponse`` it replaces."""
+    from fastapi.responses import JSONResponse
+
+    from ticketd.service.mint import MintedResponse
+
+    body = {"ticket": "T" * 43, "expires_in": 30, "expires_at": 1.5e9 + 0.25, "audience": "ä"}
+    origin = "https://app.example.com"
+    reference = JSONResponse(
+        body,
+        status_code=201,
+        headers={
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Credentials": "true",
+            "Access-Control-Expose-Headers": "Retry-After",
+            "Vary": "Origin, Cookie",
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            "Pragma": "no-cache",
+        },
+    )
+    minted = MintedResponse(body, origin)
+    assert (minted.status_code, minted.body) == (reference.status_code, reference.body)
+    assert minted.raw_headers == reference.raw_headers

@@ -129,8 +129,13 @@ class _HiredisPacking:
                 args = (*name.encode().split(), *args[1:])
         elif b" " in name:
             args = (*name.split(), *args[1:])
-        if any(isinstance(arg, bytearray | memoryview) for arg in args):
-            args = tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:
+            if not any(isinstance(arg, bytearray | memoryview) for arg in args):
+                raise DataError(str(exc)) from exc
+        # hiredis refuses buffers: only then is every argument looked at (not per command)
+        args = tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)
         try:
             return [hiredis.pack_command(args)]
         except TypeError as exc:

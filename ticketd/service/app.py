@@ -8,6 +8,7 @@ the handlers themselves are in :mod:`.mint`, :mod:`.redeem` and :mod:`.probes`.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -70,6 +71,17 @@ def _problem_docs(*codes: str) -> dict[int | str, dict[str, Any]]:
     return docs
 
 
+def _without_opentelemetry() -> dict[str, Any]:
+    """FastAPI's built-in OpenTelemetry off, where FastAPI has it (0.16x).
+
+    ticketd reports through Prometheus (``/metrics``); FastAPI's telemetry asks the
+    OpenTelemetry globals on every request whether a provider is configured, which
+    cost ~5 % of a mint in-process (``bench/NOTES.md``)."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+
+
 def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
     """Build the service. ``redis_client`` overrides the client made from settings (tests)."""
     service = Service(settings, redis_client)
@@ -121,6 +133,7 @@ def create_app(settings: Settings, *, redis_client: Any = None) -> FastAPI:
         # A redirect would build its Location from the Host header; and the raw path
         # must be canonical anyway (RequestGuard), so there is nothing to redirect.
         redirect_slashes=False,
+        **_without_opentelemetry(),
     )
     app.state.service = service
     # Inside RequestGuard (added last, so outermost of the two): the hot routes as

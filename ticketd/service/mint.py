@@ -19,12 +19,13 @@ handed out unless every check passed:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from ..exceptions import InvalidOrigin, SessionExpiring, StoreUnavailable
@@ -39,7 +40,7 @@ from .revocations import session_state_read
 from .runtime import Service
 from .schemas import MintRequest
 
-__all__ = ["PROBLEM_CODES", "mint", "preflight"]
+__all__ = ["PROBLEM_CODES", "MintedResponse", "mint", "preflight"]
 
 PROBLEM_CODES = (
     "invalid_body",
@@ -168,21 +169,42 @@ async def _mint(service: Service, request: Request) -> Response:
         rid,
         extra={"code": "ok", "request_id": rid, "ticket_hash": ticket_hash},
     )
-    return JSONResponse(
-        {
-            "ticket": issued.ticket,
-            "expires_in": round(issued.expires_in),
-            "expires_at": issued.expires_at,
-            "audience": audience,
-        },
-        status_code=201,
-        headers={
-            **cors,
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-            "Pragma": "no-cache",
-        },
+    payload = {
+        "ticket": issued.ticket,
+        "expires_in": round(issued.expires_in),
+        "expires_at": issued.expires_at,
+        "audience": audience,
+    }
+    return MintedResponse(payload, origin)
+
+
+class MintedResponse(Response):
+    """The ``201`` of a mint: what ``JSONResponse(body, 201, headers=...)`` sends, the same
+    bytes and headers in the same order, with the constant headers encoded once (the
+    generic header handling was ~5 % of a mint in-process)."""
+
+    _HEADERS = (
+        (b"access-control-allow-credentials", b"true"),
+        # Retry-After is not CORS-safelisted: without this the client cannot back off.
+        (b"access-control-expose-headers", b"Retry-After"),
+        (b"vary", b"Origin, Cookie"),
+        (b"cache-control", b"no-store"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"pragma", b"no-cache"),
     )
+
+    def __init__(self, body: dict[str, Any], origin: str) -> None:
+        self.status_code = 201
+        self.background = None
+        self.body = json.dumps(
+            body, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+        ).encode("utf-8")
+        self.raw_headers = [
+            (b"access-control-allow-origin", origin.encode("latin-1")),
+            *self._HEADERS,
+            (b"content-length", str(len(self.body)).encode("latin-1")),
+            (b"content-type", b"application/json"),
+        ]
 
 
 def _store_unavailable(

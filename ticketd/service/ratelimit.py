@@ -64,24 +64,25 @@ BUCKET_MS = 1000
 LIMIT_SCRIPT = Script(
     """
 -- One counter key: a sliding-window rate and/or an outstanding-ticket cap.
--- State (a string): "<window index>:<count>:<previous count>" then ";<expiry s>:<count>"
--- per second in which live tickets expire.
--- ARGV: now (ms); "<rate limit>:<rate window ms>:<cap>:<ticket TTL ms>:<count refused
--- attempts 1/0>:<key TTL ms>" (0 = no rate / no cap); "-1" to take an attempt back.
+-- State (a string): "<window index>:<count>:<previous count>:<live tickets>" then
+-- ";<expiry s>:<count>" per second in which live tickets expire, oldest first.
+-- (A state without the live total, written by an older ticketd with its buckets in any
+-- order, is read too, and written back in this form.)
+-- ARGV: now (ms), rate limit, rate window (ms), cap, ticket TTL (ms), count refused
+-- attempts (1/0), key TTL (ms) (0 = no rate / no cap); then "-1" to take an attempt back.
 -- Reply: {0, 0} counted; {1, ms} rate refused; {2, ms} cap refused (ms: retry after).
-local now = tonumber(ARGV[1])
-local limit, window, cap, ttl, refused, px =
-  string.match(ARGV[2], '^(%d+):(%d+):(%d+):(%d+):(%d):(%d+)$')
-limit, window, cap, ttl = tonumber(limit), tonumber(window), tonumber(cap), tonumber(ttl)
+-- Each call costs O(1) Lua operations (string scans aside): the expired buckets leave
+-- from the front, the attempt's bucket is almost always the last one.
+local now, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local cap, ttl, refused, px = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local delta = 1
-if ARGV[3] == '-1' then delta = -1 end
+if ARGV[8] == '-1' then delta = -1 end
 local index = 0
 if limit > 0 then index = math.floor(now / window) end
-local current, previous = 0, 0
-local buckets, total, oldest = {}, 0, nil
+local current, previous, total, rest = 0, 0, 0, ''
 local state = redis.call('GET', KEYS[1])
 if state then
-  local i, c, p, rest = string.match(state, '^(%d+):(%d+):(%d+)(.*)$')
+  local i, c, p, t, r = string.match(state, '^(%d+):(%d+):(%d+):?(%d*)(.*)$')
   if i then
     i = tonumber(i)
     if i >= index then  -- later than our clock (another instance's): the same window
@@ -89,15 +90,31 @@ if state then
     elseif i == index - 1 then
       previous = tonumber(c)
     end
-    for e, n in string.gmatch(rest, ';(%d+):(%d+)') do
-      e, n = tonumber(e), tonumber(n)
-      if e * 1000 > now then
-        buckets[e] = (buckets[e] or 0) + n
-        total = total + n
-        if oldest == nil or e < oldest then oldest = e end
+    if t ~= '' then
+      total, rest = tonumber(t), r
+    elseif r ~= '' then  -- the older form: buckets in any order, no total
+      local buckets, order = {}, {}
+      for e, n in string.gmatch(r, ';(%d+):(%d+)') do
+        e = tonumber(e)
+        if buckets[e] == nil then order[#order + 1] = e; buckets[e] = 0 end
+        buckets[e] = buckets[e] + tonumber(n)
       end
+      table.sort(order)
+      local parts = {}
+      for _, e in ipairs(order) do
+        parts[#parts + 1] = ';' .. e .. ':' .. buckets[e]
+        total = total + buckets[e]
+      end
+      rest = table.concat(parts)
     end
   end
+end
+-- Tickets whose second of expiry has passed no longer count.
+while rest ~= '' do
+  local e, n, after = string.match(rest, '^;(%d+):(%d+)()')
+  if e == nil or tonumber(e) * 1000 > now then break end
+  total = total - tonumber(n)
+  rest = string.sub(rest, after)
 end
 local expiry = math.ceil((now + ttl) / 1000)
 local verdict = {0, 0}
@@ -110,23 +127,46 @@ if delta > 0 then
     end
   end
   if verdict[1] == 0 and cap > 0 and total >= cap then
-    verdict = {2, oldest * 1000 - now}
+    verdict = {2, tonumber(string.match(rest, '^;(%d+)')) * 1000 - now}
   end
   if verdict[1] ~= 0 and refused ~= '1' then return verdict end
   if limit > 0 then current = current + 1 end
-  if verdict[1] == 0 and cap > 0 then buckets[expiry] = (buckets[expiry] or 0) + 1 end
-else  -- take back an attempt counted at the same ``now``
-  if limit > 0 and index == math.floor(now / window) and current > 0 then
-    current = current - 1
-  end
-  if cap > 0 and buckets[expiry] then
-    buckets[expiry] = buckets[expiry] - 1
-    if buckets[expiry] <= 0 then buckets[expiry] = nil end
+end
+-- Add (or take back) one ticket in the bucket of ``expiry``.
+if cap > 0 and (delta > 0 and verdict[1] == 0 or delta < 0) then
+  local head, last, n = string.match(rest, '^(.*);(%d+):(%d+)$')
+  if last ~= nil and tonumber(last) == expiry then  -- the usual case: the newest bucket
+    n = tonumber(n) + delta
+    rest = head
+    if n > 0 then rest = head .. ';' .. expiry .. ':' .. n end
+    total = total + delta
+  elseif delta > 0 and (last == nil or tonumber(last) < expiry) then
+    rest = rest .. ';' .. expiry .. ':1'
+    total = total + 1
+  else  -- an older bucket (clocks of instances disagree): find it, or insert in order
+    local parts, found = {}, false
+    for e, c in string.gmatch(rest, ';(%d+):(%d+)') do
+      e, c = tonumber(e), tonumber(c)
+      if not found and e > expiry and delta > 0 then
+        parts[#parts + 1] = ';' .. expiry .. ':1'
+        found = true
+      end
+      if e == expiry and not found then
+        c = c + delta
+        found = true
+      end
+      if c > 0 then parts[#parts + 1] = ';' .. e .. ':' .. c end
+    end
+    if not found and delta > 0 then parts[#parts + 1] = ';' .. expiry .. ':1' end
+    if found or delta > 0 then total = total + delta end
+    rest = table.concat(parts)
   end
 end
-local parts = {string.format('%d:%d:%d', index, current, previous)}
-for e, n in pairs(buckets) do parts[#parts + 1] = string.format(';%d:%d', e, n) end
-redis.call('SET', KEYS[1], table.concat(parts), 'PX', px)
+if delta < 0 and limit > 0 and index == math.floor(now / window) and current > 0 then
+  current = current - 1  -- take back an attempt counted at the same ``now``
+end
+redis.call('SET', KEYS[1], index .. ':' .. current .. ':' .. previous .. ':' .. total .. rest,
+  'PX', px)
 return verdict
 """
 )
@@ -170,18 +210,18 @@ class Counter:
     rate_name: str
     cap_name: str
     now_ms: int
-    config: bytes
-    """The script's fixed arguments, encoded once: rate, window, cap, TTL, flag, key TTL."""
+    config: tuple[int, ...]
+    """The script's fixed arguments: rate, window, cap, TTL, count-refused flag, key TTL."""
     undoable: bool
     """Whether a refused attempt this counter counted is taken back (not for the IP)."""
 
     def command(self) -> Command:
         """Count this attempt (and say whether it is refused)."""
-        return ("EVALSHA", LIMIT_SCRIPT.sha_bytes, 1, self.key, self.now_ms, self.config)
+        return ("EVALSHA", LIMIT_SCRIPT.sha_bytes, 1, self.key, self.now_ms, *self.config)
 
     def take_back(self) -> Command:
         """Take back the attempt :meth:`command` counted."""
-        return ("EVALSHA", LIMIT_SCRIPT.sha_bytes, 1, self.key, self.now_ms, self.config, b"-1")
+        return ("EVALSHA", LIMIT_SCRIPT.sha_bytes, 1, self.key, self.now_ms, *self.config, b"-1")
 
     def verdict(self, reply: Any) -> Limited | None:
         """The refusal in this counter's reply, if it refused."""
@@ -190,10 +230,6 @@ class Counter:
             return None
         name = self.rate_name if code == 1 else self.cap_name
         return Limited(name, max(1, math.ceil(retry_ms / 1000)))
-
-
-def _encoded(*values: int) -> bytes:
-    return ":".join(str(v) for v in values).encode()
 
 
 def _ip_bucket(ip: str) -> str:
@@ -237,14 +273,14 @@ class MintLimits:
         self.cap = settings.max_outstanding_per_subject
         self.ttl_ms = math.ceil(settings.ticket_ttl) * 1000
         self._subject_ids: dict[Subject, str] = {}
-        # The script's fixed arguments, encoded once (only ``now`` changes per call).
+        # The script's fixed arguments (only ``now`` changes per call).
         ip_rate = self.per_ip or Rate(0, 0)
-        self._ip_config = _encoded(ip_rate.limit, ip_rate.window_ms, 0, 0, 1, 2 * ip_rate.window_ms)
+        self._ip_config = (ip_rate.limit, ip_rate.window_ms, 0, 0, 1, 2 * ip_rate.window_ms)
         limit, window = (
             (self.per_subject.limit, self.per_subject.window_ms) if self.per_subject else (0, 0)
         )
         key_ttl = max(2 * window, self.ttl_ms + 2 * BUCKET_MS if self.cap else 0)
-        self._subject_config = _encoded(limit, window, self.cap, self.ttl_ms, 0, key_ttl)
+        self._subject_config = (limit, window, self.cap, self.ttl_ms, 0, key_ttl)
 
     def counters(self, ip: str | None, subject: Subject | None) -> tuple[Counter, ...]:
         """The counter keys this mint attempt touches, IP first (no I/O).
