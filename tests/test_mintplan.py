@@ -107,7 +107,10 @@ async def test_ip_refusal_takes_the_attempt_back_from_the_subject(client: Any) -
     assert await limiter.check("192.0.2.3", "bob") is None
 
 
-async def test_one_command_per_counter_key_and_one_for_the_ticket(client: Any) -> None:
+@pytest.mark.parametrize("paired", [False, True], ids=["cluster", "one-node"])
+async def test_one_command_per_counter_key_and_one_for_the_ticket(
+    client: Any, paired: bool
+) -> None:
     limiter = limits(
         client,
         Clock(BOUNDARY),
@@ -115,10 +118,12 @@ async def test_one_command_per_counter_key_and_one_for_the_ticket(client: Any) -
         rate_limit_per_subject="9/minute",
         max_outstanding_per_subject=9,
     )
+    limiter.paired = paired  # on Cluster a call per counter key; else one for both
     issuer = TicketIssuer(TicketStore(client))
     ticket = issuer.prepare("alice", origin=APP_ORIGIN, audience="default")
     plan = MintPlan(limiter.counters("192.0.2.1", "alice"), ticket)
-    assert [c[0] for c in plan.commands] == ["EVALSHA", "EVALSHA", "SET"]
+    counters = ["EVALSHA"] if paired else ["EVALSHA", "EVALSHA"]
+    assert [c[0] for c in plan.commands] == [*counters, "SET"]
     assert plan.read(await limiter.run(plan.commands)) is None
     assert plan.undo() == []
     assert await client.get(ticket.key) == ticket.record
@@ -208,7 +213,7 @@ def test_the_cap_script_agrees_with_the_plain_rule(redis_sync: redis.Redis, seed
     rng = random.Random(seed)
     cap, ttl_ms = rng.choice([(3, 2000), (8, 5000), (40, 30_000)])
     model = CapModel(cap, ttl_ms)
-    config = (0, 0, cap, ttl_ms, 0, ttl_ms + 2000)
+    config = f"0:0:{cap}:{ttl_ms}:0:{ttl_ms + 2000}"
     sha = redis_sync.script_load(LIMIT_SCRIPT.source)
     assert sha == LIMIT_SCRIPT.sha
     base = 1_800_000_000
@@ -216,10 +221,10 @@ def test_the_cap_script_agrees_with_the_plain_rule(redis_sync: redis.Redis, seed
         base += rng.choice([0, 1, 7, 50, 250, 900])
         now = base - rng.choice([0, 0, 0, 300, 1500])  # another instance's clock
         if rng.random() < 0.2:
-            redis_sync.evalsha(sha, 1, "cap", now, *config, "-1")
+            redis_sync.evalsha(sha, 1, "cap", now, config, "-1")
             model.take_back(now)
             continue
-        verdict = redis_sync.evalsha(sha, 1, "cap", now, *config)
+        verdict = redis_sync.evalsha(sha, 1, "cap", now, config)
         assert verdict == model.attempt(now), f"step {step}"
         raw = redis_sync.get("cap")
         state = raw.decode() if isinstance(raw, bytes) else ""
@@ -238,8 +243,36 @@ def test_the_cap_script_reads_the_previous_state_form(redis_sync: redis.Redis) -
     live = [now // 1000 + 20, now // 1000 + 5, now // 1000 + 12]
     expired = now // 1000 - 1
     redis_sync.set("cap", f"60:0:0;{live[0]}:2;{expired}:4;{live[1]}:1;{live[2]}:3")
-    config = (0, 0, 7, 30_000, 0, 32_000)
-    assert redis_sync.evalsha(sha, 1, "cap", now, *config) == [0, 0]  # 6 live: the 7th
-    assert redis_sync.evalsha(sha, 1, "cap", now, *config) == [2, live[1] * 1000 - now]
+    config = "0:0:7:30000:0:32000"
+    assert redis_sync.evalsha(sha, 1, "cap", now, config) == [0, 0]  # 6 live: the 7th
+    assert redis_sync.evalsha(sha, 1, "cap", now, config) == [2, live[1] * 1000 - now]
     state = redis_sync.get("cap")
     assert state == (f"60:0:0:7;{live[1]}:1;{live[2]}:3;{live[0]}:2;{now // 1000 + 30}:1".encode())
+
+
+async def test_one_call_for_both_counters_decides_as_two_calls_do(client: Any) -> None:
+    """The paired call (standalone, Sentinel) and the call per key (Cluster) give the same
+    verdict for every attempt of random mixes of clients, subjects and times, with every
+    limit tight enough to refuse; each limiter on its own key prefix."""
+    tight = {
+        "rate_limit_per_ip": "12/minute",
+        "rate_limit_per_subject": "5/minute",
+        "max_outstanding_per_subject": 2,
+        "ticket_ttl": 30,
+    }
+    verdicts: set[str] = set()
+    for seed in range(4):
+        rng = random.Random(seed)
+        clock = Clock(BOUNDARY)
+        paired = limits(client, clock, key_prefix=f"paired{seed}:", **tight)
+        separate = limits(client, clock, key_prefix=f"separate{seed}:", **tight)
+        separate.paired = False
+        assert paired.paired
+        for step in range(300):
+            clock.now += rng.choice([0, 0.2, 1, 3, 9])
+            ip = rng.choice(["192.0.2.1", "192.0.2.2"])
+            subject = rng.choice(["ann", "bo", "cy"])
+            got = await paired.check(ip, subject)
+            assert got == await separate.check(ip, subject), f"seed {seed} step {step}"
+            verdicts.add(got.limit if got else "ok")
+    assert verdicts == {"ok", "ip", "subject", "outstanding"}  # every path was taken

@@ -2,12 +2,12 @@
 
 A mint, once its local checks passed, is one round trip: the revocation state read
 of the login (one ``MGET``, all keys under the hash tag ``{S}``), the limit counters
-(one script call per counter key, IP first) and the ticket's ``SET``. The plan lists
-those commands, reads their replies into a verdict in the order of the checks (a
-revoked login first, then the limits), and knows its undo: on a refusal the record is
-deleted again and the attempt taken back from the subject counters that counted it.
-The handler sends what the plan lists and nothing else; no reply index exists
-outside this class.
+(one script call for the IP's and the subject's, one per key on Cluster; IP first)
+and the ticket's ``SET``. The plan lists those commands, reads their replies into a
+verdict in the order of the checks (a revoked login first, then the limits), and
+knows its undo: on a refusal the record is deleted again and the attempt taken back
+from the subject counters that counted it. The handler sends what the plan lists
+and nothing else; no reply index exists outside this class.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..batching import Command
 from ..exceptions import StoreOperation, StoreUnavailable
 from ..issuer import PreparedTicket
 from ..revoker import StateRead
-from .ratelimit import Counter, Limited
+from .ratelimit import Counter, CounterPair, Limited
 
 __all__ = ["MintPlan", "Revoked"]
 
@@ -39,10 +39,10 @@ class MintPlan:
     state read of the ticket's login (``None``: nothing to check).
     """
 
-    counters: tuple[Counter, ...]
+    counters: tuple[Counter | CounterPair, ...]
     ticket: PreparedTicket | None
     revocation: StateRead | None = None
-    _counted: list[Counter] = field(default_factory=list)
+    _counted: list[Counter | CounterPair] = field(default_factory=list)
     _refused: bool = False
 
     @property

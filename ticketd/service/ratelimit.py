@@ -48,12 +48,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio
+
 from ..batching import Command, CommandBatcher
 from ..roundtrip import RoundTrip, Script, send_with_scripts
 from ..tickets import Subject
 from .settings import Settings
 
-__all__ = ["BUCKET_MS", "LIMIT_SCRIPT", "Counter", "Limited", "MintLimits", "Rate"]
+__all__ = ["BUCKET_MS", "LIMIT_SCRIPT", "Counter", "CounterPair", "Limited", "MintLimits", "Rate"]
 
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*")
 _UNIT_MS = {"second": 1000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
@@ -68,19 +70,23 @@ LIMIT_SCRIPT = Script(
 -- ";<expiry s>:<count>" per second in which live tickets expire, oldest first.
 -- (A state without the live total, written by an older ticketd with its buckets in any
 -- order, is read too, and written back in this form.)
--- ARGV: now (ms), rate limit, rate window (ms), cap, ticket TTL (ms), count refused
--- attempts (1/0), key TTL (ms) (0 = no rate / no cap); then "-1" to take an attempt back.
+-- KEYS: one counter key (ARGV as below), or the IP's and the subject's (ARGV: now, the
+-- IP's configuration, the subject's), sent as one call where both are on one node.
+-- ARGV: now (ms); "<rate limit>:<rate window ms>:<cap>:<ticket TTL ms>:<count refused
+-- attempts 1/0>:<key TTL ms>" (0 = no rate / no cap; one argument, encoded once by the
+-- caller: packing six numbers per call cost more than matching them here); "-1" to take
+-- an attempt back.
 -- Reply: {0, 0} counted; {1, ms} rate refused; {2, ms} cap refused (ms: retry after).
 -- Each call costs O(1) Lua operations (string scans aside): the expired buckets leave
 -- from the front, the attempt's bucket is almost always the last one.
-local now, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local cap, ttl, refused, px = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
-local delta = 1
-if ARGV[8] == '-1' then delta = -1 end
+local function count(key, now, config, delta)
+local limit, window, cap, ttl, refused, px =
+  string.match(config, '^(%d+):(%d+):(%d+):(%d+):(%d):(%d+)$')
+limit, window, cap, ttl = tonumber(limit), tonumber(window), tonumber(cap), tonumber(ttl)
 local index = 0
 if limit > 0 then index = math.floor(now / window) end
 local current, previous, total, rest = 0, 0, 0, ''
-local state = redis.call('GET', KEYS[1])
+local state = redis.call('GET', key)
 if state then
   local i, c, p, t, r = string.match(state, '^(%d+):(%d+):(%d+):?(%d*)(.*)$')
   if i then
@@ -165,9 +171,23 @@ end
 if delta < 0 and limit > 0 and index == math.floor(now / window) and current > 0 then
   current = current - 1  -- take back an attempt counted at the same ``now``
 end
-redis.call('SET', KEYS[1], index .. ':' .. current .. ':' .. previous .. ':' .. total .. rest,
+redis.call('SET', key, index .. ':' .. current .. ':' .. previous .. ':' .. total .. rest,
   'PX', px)
 return verdict
+end
+
+local now = tonumber(ARGV[1])
+if #KEYS == 1 then
+  local delta = 1
+  if ARGV[3] == '-1' then delta = -1 end
+  return count(KEYS[1], now, ARGV[2], delta)
+end
+-- Two keys (the IP's, then the subject's; not on Cluster, where they sit in different
+-- slots): the subject counts only if the IP did not refuse. Reply {code, ms, key index}.
+local verdict = count(KEYS[1], now, ARGV[2], 1)
+if verdict[1] ~= 0 then return {verdict[1], verdict[2], 0} end
+verdict = count(KEYS[2], now, ARGV[3], 1)
+return {verdict[1], verdict[2], 1}
 """
 )
 
@@ -210,18 +230,18 @@ class Counter:
     rate_name: str
     cap_name: str
     now_ms: int
-    config: tuple[int, ...]
-    """The script's fixed arguments: rate, window, cap, TTL, count-refused flag, key TTL."""
+    config: bytes
+    """The script's fixed arguments, encoded once: rate, window, cap, TTL, flag, key TTL."""
     undoable: bool
     """Whether a refused attempt this counter counted is taken back (not for the IP)."""
 
     def command(self) -> Command:
         """Count this attempt (and say whether it is refused)."""
-        return ("EVALSHA", LIMIT_SCRIPT.sha_bytes, 1, self.key, self.now_ms, *self.config)
+        return ("EVALSHA", LIMIT_SCRIPT.sha_bytes, 1, self.key, self.now_ms, self.config)
 
     def take_back(self) -> Command:
         """Take back the attempt :meth:`command` counted."""
-        return ("EVALSHA", LIMIT_SCRIPT.sha_bytes, 1, self.key, self.now_ms, *self.config, b"-1")
+        return ("EVALSHA", LIMIT_SCRIPT.sha_bytes, 1, self.key, self.now_ms, self.config, b"-1")
 
     def verdict(self, reply: Any) -> Limited | None:
         """The refusal in this counter's reply, if it refused."""
@@ -230,6 +250,39 @@ class Counter:
             return None
         name = self.rate_name if code == 1 else self.cap_name
         return Limited(name, max(1, math.ceil(retry_ms / 1000)))
+
+
+@dataclass(frozen=True, slots=True)
+class CounterPair:
+    """The IP counter and the subject counter of one attempt as **one** script call
+    (two keys, so standalone and Sentinel only: on Cluster they sit in different
+    slots). The same verdicts as the two calls in order, with one difference that
+    only makes it tighter: a subject is never counted for an attempt its IP refuses
+    (the two calls counted it, then took it back)."""
+
+    ip: Counter
+    subject: Counter
+    undoable = True
+    """After a later refusal (a revoked login, a failed ``SET``): the subject's attempt
+    is taken back; the IP keeps every attempt."""
+
+    def command(self) -> Command:
+        ip, subject = self.ip, self.subject
+        return (
+            "EVALSHA", LIMIT_SCRIPT.sha_bytes, 2, ip.key, subject.key,
+            ip.now_ms, ip.config, subject.config,
+        )  # fmt: skip
+
+    def take_back(self) -> Command:
+        return self.subject.take_back()
+
+    def verdict(self, reply: Any) -> Limited | None:
+        counter = self.ip if int(reply[2]) == 0 else self.subject
+        return counter.verdict(reply)
+
+
+def _encoded(*values: int) -> bytes:
+    return ":".join(str(v) for v in values).encode()
 
 
 def _ip_bucket(ip: str) -> str:
@@ -266,6 +319,8 @@ class MintLimits:
         if isinstance(client, CommandBatcher):
             client, deadline = client.client, client.deadline or deadline
         self.trip = RoundTrip(client, deadline=deadline)
+        self.paired = not isinstance(client, redis.asyncio.RedisCluster)
+        """Both counters in one call (:class:`CounterPair`); not on Cluster."""
         self.clock = clock
         self.prefix = f"{settings.key_prefix}rl:"
         self.per_ip = Rate.parse(settings.rate_limit_per_ip)
@@ -273,16 +328,18 @@ class MintLimits:
         self.cap = settings.max_outstanding_per_subject
         self.ttl_ms = math.ceil(settings.ticket_ttl) * 1000
         self._subject_ids: dict[Subject, str] = {}
-        # The script's fixed arguments (only ``now`` changes per call).
+        # The script's fixed arguments, encoded once (only ``now`` changes per call).
         ip_rate = self.per_ip or Rate(0, 0)
-        self._ip_config = (ip_rate.limit, ip_rate.window_ms, 0, 0, 1, 2 * ip_rate.window_ms)
+        self._ip_config = _encoded(ip_rate.limit, ip_rate.window_ms, 0, 0, 1, 2 * ip_rate.window_ms)
         limit, window = (
             (self.per_subject.limit, self.per_subject.window_ms) if self.per_subject else (0, 0)
         )
         key_ttl = max(2 * window, self.ttl_ms + 2 * BUCKET_MS if self.cap else 0)
-        self._subject_config = (limit, window, self.cap, self.ttl_ms, 0, key_ttl)
+        self._subject_config = _encoded(limit, window, self.cap, self.ttl_ms, 0, key_ttl)
 
-    def counters(self, ip: str | None, subject: Subject | None) -> tuple[Counter, ...]:
+    def counters(
+        self, ip: str | None, subject: Subject | None
+    ) -> tuple[Counter | CounterPair, ...]:
         """The counter keys this mint attempt touches, IP first (no I/O).
 
         ``subject`` is ``None`` when the cookie did not verify: only the IP counts.
@@ -311,6 +368,8 @@ class MintLimits:
                     undoable=True,
                 )
             )
+        if self.paired and len(counters) == 2:
+            return (CounterPair(*counters),)
         return tuple(counters)
 
     def _subject_id(self, subject: Subject) -> str:
