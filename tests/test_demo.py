@@ -158,9 +158,11 @@ def test_demo_shows_the_mint_the_handshake_and_each_refusal(
         "origin_mismatch",
     ]
     # Why `ticketd serve` and `ticketd demo` filter one uvicorn record: without the filter
-    # (this server has uvicorn's default logging), every correct refusal logs it at ERROR.
-    # When uvicorn stops doing so, drop DenialResponseNoise and this assertion.
-    assert logs["uvicorn.error"].lines.count(UVICORN_NOISE) == 3
+    # (this server has uvicorn's default logging), uvicorn's legacy `websockets` protocol
+    # (what older releases pick for "auto") logs it at ERROR for every correct refusal; the
+    # sans-I/O one that newer releases pick logs nothing. Either way the count says:
+    # all of them, or none. When no supported uvicorn logs it, drop DenialResponseNoise.
+    assert logs["uvicorn.error"].lines.count(UVICORN_NOISE) in (0, len(reasons))
 
 
 def test_reasons_are_shown_only_in_dev_mode(chromium: Any) -> None:
