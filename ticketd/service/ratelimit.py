@@ -218,7 +218,7 @@ class Limited:
     retry_after: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built twice per mint, and frozen init costs
 class Counter:
     """One counter key of one mint attempt: its script call, its verdict, its undo.
 
@@ -252,7 +252,7 @@ class Counter:
         return Limited(name, max(1, math.ceil(retry_ms / 1000)))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CounterPair:
     """The IP counter and the subject counter of one attempt as **one** script call
     (two keys, so standalone and Sentinel only: on Cluster they sit in different
