@@ -17,20 +17,23 @@ The two rates are sliding-window counters (the ones ``limits`` calls
 count weighted by how much of it still overlaps the sliding window. The cap counts
 tickets per second of expiry, so nothing falls out of it before its TTL has passed.
 
-Each counter key is read, checked and written by one single-key Lua script
-(:data:`LIMIT_SCRIPT`, sent as ``EVALSHA``; Cluster-safe, and atomic, so two
-concurrent mints can no longer both squeeze under a limit). The per-subject rate
-and the cap share one key and one call: an attempt is counted against both or
-neither. The IP counter and the subject counter travel in the mint's single round
-trip with the ticket's ``SET`` (:mod:`.mintplan`). Inside the script only ``GET``
+Each counter key is read, checked and written by a Lua script (:data:`LIMIT_SCRIPT`,
+sent as ``EVALSHA``; atomic, so two concurrent mints can no longer both squeeze under
+a limit). The per-subject rate and the cap share one key: an attempt is counted
+against both or neither. On one node (standalone, Sentinel) the IP key and the
+subject key go as **one** two-key call (:class:`CounterPair`), which counts the
+subject only if the IP passed; on Cluster, where the two keys sit in different
+slots, each key is its own single-key call (:class:`Counter`). Either way the
+counters travel in the mint's single round trip with the ticket's ``SET``
+(:mod:`.mintplan`). Inside the script only ``GET``
 and ``SET`` run, so the Redis ACL needs ``EVALSHA`` and ``SCRIPT LOAD`` beyond the
 store's own commands. A ``NOSCRIPT`` reply (a failover, ``SCRIPT FLUSH``) reloads the
 script and sends the call again (:func:`ticketd.roundtrip.send_with_scripts`); there
 is no non-atomic fallback.
 
-Refused attempts are not counted against the subject (a refused attempt that the
-subject counter already counted, because the IP limit refused it in the same round
-trip, is taken back), so a user who is told to wait is not kept waiting longer by
+Refused attempts are not counted against the subject (on Cluster, a refused attempt
+that the subject counter already counted, because the IP limit refused it in the same
+round trip, is taken back), so a user who is told to wait is not kept waiting longer by
 asking again. Keys hold a hash of the verified subject, never the cookie string;
 they live in the ticket Redis under ``<prefix>rl:`` (in-process memory on the
 embedded store). A limiter that cannot reach Redis fails closed
