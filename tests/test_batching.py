@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import fakeredis
+import hiredis
 import pytest
 import redis.asyncio
 from redis._parsers import _AsyncRESP2Parser
@@ -257,12 +258,72 @@ async def test_a_readonly_reply_drops_the_connection(redis_server: RedisServer) 
         replica.close()
 
 
-@pytest.mark.parametrize("protocol", [2, 3])
-def test_which_clients_take_the_direct_wire(protocol: int) -> None:
+@pytest.mark.parametrize("protocol", [None, 2, 3])
+def test_which_clients_take_the_direct_wire(protocol: int | None) -> None:
     standalone = redis.asyncio.Redis(port=1, protocol=protocol)
-    assert (direct_pool(standalone) is not None) == (protocol == 2)
+    assert direct_pool(standalone) is standalone.connection_pool  # RESP3 is the default
     assert direct_pool(redis.asyncio.Redis(port=1, single_connection_client=True)) is None
     assert direct_pool(fakeredis.FakeAsyncRedis()) is None
     pool = redis.asyncio.ConnectionPool(port=1, parser_class=_AsyncRESP2Parser)
     assert direct_pool(redis.asyncio.Redis(connection_pool=pool)) is None
     assert direct_pool(redis.asyncio.RedisCluster.__new__(redis.asyncio.RedisCluster)) is None
+
+
+class Resp3ServerThatPushes:
+    """Just enough RESP3 for a redeem: ``HELLO``, and ``GETDEL k`` answered ``record-of-k``,
+    with a maintenance push (``MIGRATING``) before the first reply; anything else ``OK``."""
+
+    def __init__(self) -> None:
+        self.pushed = False
+        self.done = asyncio.Event()
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = hiredis.Reader()
+        try:
+            while data := await reader.read(65536):
+                parser.feed(data)
+                writer.write(self._answer(parser))
+                await writer.drain()
+        finally:
+            writer.close()
+            self.done.set()
+
+    def _answer(self, parser: hiredis.Reader) -> bytes:
+        out = b""
+        while (command := parser.gets()) is not False:
+            name = command[0].upper()
+            if name == b"HELLO":
+                out += b"%1\r\n$5\r\nproto\r\n:3\r\n"
+            elif name == b"GETDEL":
+                if not self.pushed:
+                    out += b">3\r\n$9\r\nMIGRATING\r\n:1\r\n:10\r\n"
+                    self.pushed = True
+                value = b"record-of-" + command[1]
+                out += b"$%d\r\n%s\r\n" % (len(value), value)
+            else:
+                out += b"+OK\r\n"
+        return out
+
+
+async def test_a_resp3_push_between_replies_is_not_taken_for_one() -> None:
+    """redis-py speaks RESP3 by default, and a server may push a maintenance notice
+    between replies: read as a reply, it would hand every caller of the batch the
+    previous caller's record, and leave the last one for the next batch."""
+    handler = Resp3ServerThatPushes()
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = async_client(RedisOptions(url=f"redis://127.0.0.1:{port}/0", max_connections=1))
+    try:
+        batcher = CommandBatcher(client, deadline=2.0)
+        assert direct_pool(client) is not None
+        first = await asyncio.gather(
+            batcher.execute([("GETDEL", "ticketA")]), batcher.execute([("GETDEL", "ticketB")])
+        )
+        assert handler.pushed
+        assert list(first) == [[b"record-of-ticketA"], [b"record-of-ticketB"]]
+        assert await batcher.execute([("GETDEL", "ticketC")]) == [b"record-of-ticketC"]
+    finally:
+        await client.aclose()
+        await asyncio.wait_for(handler.done.wait(), 5)
+        server.close()
+        await server.wait_closed()

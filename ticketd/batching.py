@@ -11,20 +11,21 @@ executed on its own, and a pipeline is only a way to put several on the wire at
 once. With no concurrency a batch holds one command and costs about the same as
 sending it directly.
 
-**The wire.** For redis-py's asyncio client over RESP2 with hiredis (standalone and
-Sentinel: what :func:`ticketd.connection.async_client` builds), a batch does not go
-through redis-py's ``Pipeline``: :func:`exchange` checks a connection out of the
-pool, writes the packed batch, reads the replies off the connection's own hiredis
-reader in one loop under one timeout, and applies the client's response callbacks,
-as ``Pipeline.execute`` does. Per reply, redis-py's path costs ~20 Python calls (an
-``asyncio.timeout`` per reply, ``parse_response`` twice, the parser's wrapper); that
-was most of what a pipelined command cost (``bench/NOTES.md``). What the pipeline
-guarantees is kept: a connection is never returned to the pool with unread replies
-(any failure or cancellation mid-batch disconnects it), a ``READONLY`` reply (a
+**The wire.** For redis-py's asyncio client with hiredis (standalone and Sentinel: what
+:func:`ticketd.connection.async_client` builds; RESP3, redis-py's default, or RESP2), a
+batch does not go through redis-py's ``Pipeline``: :func:`exchange` checks a connection
+out of the pool, writes the packed batch, reads the replies off the connection's own
+hiredis reader in one loop under one timeout, and applies the client's response
+callbacks, as ``Pipeline.execute`` does. Per reply, redis-py's path costs ~20 Python
+calls (an ``asyncio.timeout`` per reply, ``parse_response`` twice, the parser's
+wrapper); that was most of what a pipelined command cost (``bench/NOTES.md``). What the
+pipeline guarantees is kept: a connection is never returned to the pool with unread
+replies (any failure or cancellation mid-batch disconnects it), a ``READONLY`` reply (a
 demoted master after a failover) disconnects it so the next checkout finds the new
-master, and nothing is retried (ticketd's clients retry nothing either:
-:mod:`ticketd.connection`). Any other client (Cluster, fakeredis, RESP3, the pure
-Python parser) takes redis-py's pipeline.
+master, a RESP3 push between replies (a maintenance notice) goes to redis-py's push
+handlers and is not taken for a reply, and nothing is retried (ticketd's clients retry
+nothing either: :mod:`ticketd.connection`). Any other client (Cluster, fakeredis, the
+pure Python parser) takes redis-py's pipeline.
 """
 
 from __future__ import annotations
@@ -39,8 +40,16 @@ from redis.asyncio.connection import DefaultParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.utils import DEFAULT_RESP_VERSION
 
 __all__ = ["Command", "CommandBatcher", "direct_pool", "exchange"]
+
+_PUSH: type | None
+try:
+    from hiredis import PushNotification as _PUSH
+except ImportError:  # pragma: no cover - hiredis < 3.2, or none (no hiredis parser then)
+    _PUSH = None
+"""hiredis' type for RESP3 push frames (hiredis >= 3.2), or ``None``."""
 
 Command = tuple[Any, ...]
 
@@ -65,8 +74,9 @@ def direct_pool(client: Any) -> Any:
     """The connection pool :func:`exchange` may use for ``client``, or ``None``.
 
     Only a redis-py asyncio ``Redis`` (not a single-connection client) whose
-    connections speak RESP2 through the hiredis parser; anything else (Cluster,
-    fakeredis, RESP3) goes through redis-py's pipeline.
+    connections read through the hiredis parser, over RESP2 or over RESP3 (redis-py's
+    default) with a hiredis that tells push frames apart; anything else (Cluster,
+    fakeredis, the Python parser) goes through redis-py's pipeline.
     """
     if not isinstance(client, redis.asyncio.Redis):
         return None
@@ -76,10 +86,13 @@ def direct_pool(client: Any) -> Any:
         return None
     pool = client.connection_pool
     kwargs = pool.connection_kwargs
-    if str(kwargs.get("protocol") or 2) != "2":
-        return None
     parser = kwargs.get("parser_class", DefaultParser)  # hiredis when it is installed
     if not (isinstance(parser, type) and issubclass(parser, _AsyncHiredisParser)):
+        return None
+    # redis-py's default protocol is RESP3, where the server may push (maintenance
+    # notifications) between replies: those must be told apart, which hiredis < 3.2 cannot.
+    protocol = str(kwargs.get("protocol") or DEFAULT_RESP_VERSION)
+    if protocol not in ("2", "3") or (protocol == "3" and _PUSH is None):
         return None
     return pool
 
@@ -101,6 +114,11 @@ async def exchange(client: Any, pool: Any, commands: Sequence[Command]) -> list[
                     while reply is NOT_ENOUGH_DATA:
                         await parser.read_from_socket()
                         reply = reader.gets()
+                    if _PUSH is not None and isinstance(reply, _PUSH):
+                        # A RESP3 push is no reply: redis-py's handlers take it (a
+                        # maintenance notice, an invalidation), as its read_response does.
+                        await parser.handle_push_response(reply)
+                        continue
                     replies.append(reply)
         except TimeoutError:
             raise RedisTimeoutError("Timeout reading from Redis") from None
