@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 import redis
 import redis.asyncio
 
+from tests.support.redisproc import RedisServer
 from tests.support.service_support import APP_ORIGIN, cookie_for, make_settings, running_service
 from ticketd.exceptions import StoreUnavailable
 from ticketd.issuer import TicketIssuer
@@ -276,3 +278,43 @@ async def test_one_call_for_both_counters_decides_as_two_calls_do(client: Any) -
             assert got == await separate.check(ip, subject), f"seed {seed} step {step}"
             verdicts.add(got.limit if got else "ok")
     assert verdicts == {"ok", "ip", "subject", "outstanding"}  # every path was taken
+
+
+@pytest.fixture
+def one_node_cluster(tmp_path: Any) -> Any:
+    """A Redis Cluster of one node that holds every slot: single-key calls work on a
+    plain connection, multi-key calls across slots are refused ``CROSSSLOT`` (what a
+    sharded server behind one endpoint, a cluster proxy, answers)."""
+    server = RedisServer(
+        "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")
+    ).start()
+    try:
+        with server.client() as admin:
+            admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            for _ in range(100):
+                if admin.execute_command("CLUSTER", "INFO").find(b"cluster_state:ok") >= 0:
+                    break
+                time.sleep(0.05)
+        yield server
+    finally:
+        server.close()
+
+
+async def test_a_paired_call_refused_crossslot_is_sent_one_key_at_a_time(
+    one_node_cluster: Any,
+) -> None:
+    client = redis.asyncio.Redis.from_url(one_node_cluster.url)
+    try:
+        clock = Clock(BOUNDARY)
+        limiter = limits(client, clock, rate_limit_per_ip="2/minute", max_outstanding_per_subject=1)
+        paired = [limiter.paired]
+        assert await limiter.check("192.0.2.1", "alice") is None  # CROSSSLOT, then split
+        paired.append(limiter.paired)
+        assert paired == [True, False]  # one call per key from now on
+        assert await limiter.check("192.0.2.1", "alice") == Limited("outstanding", 30)
+        assert await limiter.check("192.0.2.1", "bob") == Limited("ip", 60)
+        # The IP refused bob: his subject counter was never counted.
+        clock.now += 60
+        assert await limiter.check("192.0.2.2", "bob") is None
+    finally:
+        await client.aclose()

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio
+from redis.exceptions import ClusterCrossSlotError
 
 from ..batching import Command, CommandBatcher
 from ..roundtrip import RoundTrip, Script, send_with_scripts
@@ -260,9 +261,11 @@ class Counter:
 class CounterPair:
     """The IP counter and the subject counter of one attempt as **one** script call
     (two keys, so standalone and Sentinel only: on Cluster they sit in different
-    slots). The same verdicts as the two calls in order, with one difference that
-    only makes it tighter: a subject is never counted for an attempt its IP refuses
-    (the two calls counted it, then took it back)."""
+    slots; a sharded server behind one endpoint refuses it ``CROSSSLOT``, and
+    :meth:`MintLimits.run` then sends the two calls instead). The same verdicts as the
+    two calls in order, with one difference: a subject is never counted for an attempt
+    its IP refuses, where the two calls counted it and took it back (which left it
+    counted when another instance's clock was ahead in the rate window)."""
 
     ip: Counter
     subject: Counter
@@ -283,6 +286,10 @@ class CounterPair:
     def verdict(self, reply: Any) -> Limited | None:
         counter = self.ip if int(reply[2]) == 0 else self.subject
         return counter.verdict(reply)
+
+
+def _is_paired(command: Command) -> bool:
+    return len(command) == 8 and command[0] == "EVALSHA" and command[2] == 2
 
 
 def _encoded(*values: int) -> bytes:
@@ -406,8 +413,31 @@ class MintLimits:
         return refusal
 
     async def run(self, commands: list[Command]) -> list[Any]:
-        """Send ``commands`` in one round trip (reloading the script on ``NOSCRIPT``)."""
-        return await send_with_scripts(self.trip, commands, (LIMIT_SCRIPT,))
+        """Send ``commands`` in one round trip (reloading the script on ``NOSCRIPT``).
+
+        A paired call refused ``CROSSSLOT`` (a sharded server behind one endpoint, as a
+        cluster proxy: the two keys are in different slots) did not run: it is sent
+        again as its two single-key calls, the subject's only if the IP passed, and
+        this limiter pairs no more.
+        """
+        replies = await send_with_scripts(self.trip, commands, (LIMIT_SCRIPT,))
+        for i, (command, reply) in enumerate(zip(commands, replies, strict=True)):
+            if _is_paired(command) and isinstance(reply, ClusterCrossSlotError):
+                self.paired = False
+                replies[i] = await self._one_key_at_a_time(command)
+        return replies
+
+    async def _one_key_at_a_time(self, paired: Command) -> Any:
+        _, sha, _, ip_key, subject_key, now, ip_config, subject_config = paired
+        (ip,) = await send_with_scripts(
+            self.trip, [("EVALSHA", sha, 1, ip_key, now, ip_config)], (LIMIT_SCRIPT,)
+        )
+        if isinstance(ip, Exception) or int(ip[0]) != 0:
+            return ip if isinstance(ip, Exception) else [ip[0], ip[1], 0]
+        (subject,) = await send_with_scripts(
+            self.trip, [("EVALSHA", sha, 1, subject_key, now, subject_config)], (LIMIT_SCRIPT,)
+        )
+        return subject if isinstance(subject, Exception) else [subject[0], subject[1], 1]
 
     async def aclose(self) -> None:
         await self.trip.aclose()
