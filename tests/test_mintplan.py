@@ -12,7 +12,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from tests.support.redisproc import RedisServer
+from tests.support.redisproc import RedisServer, free_port
 from tests.support.service_support import APP_ORIGIN, cookie_for, make_settings, running_service
 from ticketd.exceptions import StoreUnavailable
 from ticketd.issuer import TicketIssuer
@@ -286,8 +286,11 @@ def one_node_cluster(tmp_path: Any) -> Any:
     plain connection, multi-key calls across slots are refused ``CROSSSLOT`` (what a
     sharded server behind one endpoint, a cluster proxy, answers)."""
     server = RedisServer(
-        "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")
-    ).start()
+        "--cluster-enabled", "yes",
+        "--cluster-config-file", str(tmp_path / "nodes.conf"),
+        # The default bus port is port + 10000, past 65535 for high free ports.
+        "--cluster-port", str(free_port()),
+    ).start()  # fmt: skip
     try:
         with server.client() as admin:
             admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
