@@ -68,7 +68,12 @@ class RedisOptions:
     connect_timeout: float = 0.5
     socket_timeout: float = 0.5
     retries: int = 0
-    """Command retries after a connection error (see the module docstring before raising it)."""
+    """Command retries after a connection error (see the module docstring before raising it).
+
+    They apply to what goes through redis-py itself; what ticketd batches (the store's
+    batched take, put and settle, the mint's round trip with its limits, revocation
+    checks) goes out on :func:`ticketd.batching.exchange` for these clients, which never
+    resends a batch."""
     ssl_ca_file: str | None = None
     ssl_cert_file: str | None = None
     ssl_key_file: str | None = None
