@@ -56,7 +56,7 @@ EXPECTED: dict[str, set[str]] = {
     },
     "ticketd.audit.upgrade_checks": {"UpgradeChecks"},
     "ticketd.audit.weak": {"ALLOWED_ORIGIN", "AUDIENCES", "WEAKNESSES", "WeakServer"},
-    "ticketd.batching": {"Command", "CommandBatcher", "direct_pool", "exchange"},
+    "ticketd.batching": {"Command", "CommandBatcher", "direct_pool", "exchange", "send_batch"},
     "ticketd.roundtrip": {"RoundTrip", "Script", "send_with_scripts"},
     "ticketd.binding": {"canonical_ip", "check_binding"},
     "ticketd.connection": {

@@ -42,7 +42,7 @@ from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import DEFAULT_RESP_VERSION
 
-__all__ = ["Command", "CommandBatcher", "direct_pool", "exchange"]
+__all__ = ["Command", "CommandBatcher", "direct_pool", "exchange", "send_batch"]
 
 _PUSH: type | None
 try:
@@ -146,6 +146,17 @@ async def exchange(client: Any, pool: Any, commands: Sequence[Command]) -> list[
     return out
 
 
+async def send_batch(client: Any, pool: Any, commands: Sequence[Command]) -> list[Any]:
+    """``commands``' replies (error replies in place): on :func:`exchange` when ``pool``
+    (from :func:`direct_pool`) is set, else as one redis-py pipeline."""
+    if pool is not None:
+        return await exchange(client, pool, commands)
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command, **_options(command))
+    return list(await pipe.execute(raise_on_error=False))
+
+
 class CommandBatcher:
     """Send the commands of concurrent callers as one pipeline per loop iteration.
 
@@ -201,13 +212,7 @@ class CommandBatcher:
         try:
             commands = [command for command, _ in batch]
             async with asyncio.timeout(self.deadline):
-                if self._pool is not None:
-                    replies = await exchange(self.client, self._pool, commands)
-                else:
-                    pipe = self.client.pipeline(transaction=False)
-                    for command in commands:
-                        pipe.execute_command(*command, **_options(command))
-                    replies = await pipe.execute(raise_on_error=False)
+                replies = await send_batch(self.client, self._pool, commands)
             if len(replies) != len(batch):
                 raise RedisConnectionError("pipeline reply count does not match")
             for (_, future), reply in zip(batch, replies, strict=True):

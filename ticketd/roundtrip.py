@@ -29,7 +29,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from .batching import direct_pool, exchange
+from .batching import direct_pool, send_batch
 from .exceptions import StoreOperation, StoreUnavailable
 
 __all__ = ["RoundTrip", "Script", "send_with_scripts"]
@@ -119,13 +119,7 @@ class RoundTrip:
         try:
             flat = [command for commands, _ in batch for command in commands]
             async with asyncio.timeout(self.deadline):
-                if self._pool is not None:  # redis-py's asyncio client: the direct wire
-                    replies = await exchange(self.client, self._pool, flat)
-                else:
-                    pipe = self.client.pipeline(transaction=False)
-                    for command in flat:
-                        pipe.execute_command(*command)
-                    replies = await pipe.execute(raise_on_error=False)
+                replies = await send_batch(self.client, self._pool, flat)
             if len(replies) != sum(len(commands) for commands, _ in batch):
                 raise RedisConnectionError("pipeline reply count does not match")
             start = 0
