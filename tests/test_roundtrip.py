@@ -1,0 +1,77 @@
+"""RoundTrip: the groups of one loop iteration go as pipelines of at most ``max_batch``
+commands, a group never split, each group its own replies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from ticketd import batching, roundtrip
+from ticketd.roundtrip import RoundTrip
+
+
+@pytest.fixture
+def pipelines(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The command count of every pipeline RoundTrip sends, in the order sent."""
+    sent: list[int] = []
+    original = batching.send_batch
+
+    async def counting(client: Any, pool: Any, commands: Sequence[Any]) -> list[Any]:
+        sent.append(len(commands))
+        return await original(client, pool, commands)
+
+    monkeypatch.setattr(roundtrip, "send_batch", counting)
+    return sent
+
+
+def _group(i: int) -> list[tuple[Any, ...]]:
+    return [("SET", f"k{i}", f"v{i}"), ("GET", f"k{i}"), ("DEL", f"k{i}")]
+
+
+async def test_a_burst_goes_as_pipelines_of_at_most_64_commands(
+    any_async_redis: Any, pipelines: list[int]
+) -> None:
+    trip = RoundTrip(any_async_redis, deadline=5.0)
+    replies = await asyncio.gather(*(trip.send(_group(i)) for i in range(30)))
+    assert replies == [[True, f"v{i}".encode(), 1] for i in range(30)]
+    # 21 groups of 3 fill 63 commands; the 22nd would make 66: it opens the next one.
+    assert pipelines == [63, 27]
+    await trip.aclose()
+
+
+async def test_a_group_larger_than_max_batch_goes_alone_and_whole(
+    any_async_redis: Any, pipelines: list[int]
+) -> None:
+    trip = RoundTrip(any_async_redis, deadline=5.0, max_batch=4)
+    big = [("INCR", "n") for _ in range(6)]
+    replies = await asyncio.gather(
+        trip.send(_group(1)), trip.send(big), trip.send(_group(2)), trip.send(_group(3))
+    )
+    assert replies[1] == [1, 2, 3, 4, 5, 6]
+    assert replies[0] == [True, b"v1", 1]
+    assert replies[3] == [True, b"v3", 1]
+    assert pipelines == [3, 6, 3, 3]
+    await trip.aclose()
+
+
+async def test_groups_within_max_batch_share_one_pipeline(
+    any_async_redis: Any, pipelines: list[int]
+) -> None:
+    trip = RoundTrip(any_async_redis, deadline=5.0, max_batch=6)
+    await asyncio.gather(trip.send(_group(1)), trip.send(_group(2)))
+    assert pipelines == [6]
+    await trip.aclose()
+
+
+async def test_a_burst_takes_at_most_max_pipelines_connections(
+    any_async_redis: Any, pipelines: list[int]
+) -> None:
+    trip = RoundTrip(any_async_redis, deadline=5.0, max_batch=4, max_pipelines=8)
+    replies = await asyncio.gather(*(trip.send(_group(i)) for i in range(30)))
+    assert replies == [[True, f"v{i}".encode(), 1] for i in range(30)]
+    # 90 commands over at most 8 pipelines: each takes up to ceil(90 / 8) = 12 (4 groups).
+    assert pipelines == [12] * 7 + [6]
+    await trip.aclose()
