@@ -75,3 +75,31 @@ async def test_a_burst_takes_at_most_max_pipelines_connections(
     # 90 commands over at most 8 pipelines: each takes up to ceil(90 / 8) = 12 (4 groups).
     assert pipelines == [12] * 7 + [6]
     await trip.aclose()
+
+
+async def test_pipelines_in_flight_count_against_max_pipelines(
+    any_async_redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[int] = []
+    release = asyncio.Event()
+    original = batching.send_batch
+
+    async def held(client: Any, pool: Any, commands: Sequence[Any]) -> list[Any]:
+        sent.append(len(commands))
+        if len(sent) <= 2:  # the first two pipelines stay on the wire until released
+            await release.wait()
+        return await original(client, pool, commands)
+
+    monkeypatch.setattr(roundtrip, "send_batch", held)
+    trip = RoundTrip(any_async_redis, deadline=5.0, max_batch=3, max_pipelines=3)
+    first = [asyncio.ensure_future(trip.send(_group(i))) for i in range(2)]
+    await asyncio.sleep(0.01)
+    assert sent == [3, 3]  # two in flight
+    burst = [asyncio.ensure_future(trip.send(_group(i))) for i in range(2, 6)]
+    await asyncio.sleep(0.01)
+    # One connection left of three: the burst of 12 commands goes as one pipeline.
+    assert sent == [3, 3, 12]
+    release.set()
+    replies = await asyncio.gather(*first, *burst)
+    assert replies == [[True, f"v{i}".encode(), 1] for i in range(6)]
+    await trip.aclose()

@@ -68,10 +68,10 @@ class RoundTrip:
     it, the event loop has nothing to do meanwhile, and the requests come back (and
     the next burst forms) all together. Measured with the mint bench (64
     connections, three commands per mint): the server process was busy 85 to 90 % of the
-    time with one pipeline of up to 512 commands, 96 to 99 % at 64. A burst larger than
-    ``max_pipelines`` full pipelines goes as that many larger ones instead (greedy
-    packing of whole groups may add a few), so a burst does not take a pooled
-    connection per 64 commands.
+    time with one pipeline of up to 512 commands, 96 to 99 % at 64. Splitting stops at
+    ``max_pipelines`` pipelines in flight: a larger burst, or one while others are on
+    the wire, goes as fewer, larger pipelines (greedy packing of whole groups may add a
+    few), so a burst never takes a pooled connection per 64 commands.
     """
 
     def __init__(
@@ -89,8 +89,9 @@ class RoundTrip:
         """What a failure is reported as (:attr:`StoreUnavailable.operation`)."""
         self.max_batch = max_batch
         self.max_pipelines = max_pipelines
-        """Pipelines one loop iteration sends at most (each holds a pooled connection):
-        past ``max_batch * max_pipelines`` commands the pipelines grow instead."""
+        """Pipelines in flight at most, counting those already on the wire (each holds a
+        pooled connection), before a burst's pipelines grow instead of multiplying;
+        one pipeline per loop iteration is always sent."""
         self._queue: list[_Group] = []
         self._scheduled = False
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -117,7 +118,8 @@ class RoundTrip:
         self._scheduled = False
         queue, self._queue = self._queue, []
         total = sum(len(commands) for commands, _ in queue)
-        limit = max(self.max_batch, -(-total // self.max_pipelines))
+        free = max(1, self.max_pipelines - len(self._in_flight))  # connections it may take
+        limit = max(self.max_batch, -(-total // free))
         batch: list[_Group] = []
         size = 0
         for group in queue:
