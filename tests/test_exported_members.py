@@ -189,7 +189,8 @@ EXPECTED: dict[str, set[str]] = {
     "ticketd.service.probes": {"READYZ_PROBLEM_CODES", "client_js", "livez", "metrics", "readyz"},
     "ticketd.service.rawroutes": {"RawEndpoint", "RawRoutes"},
     "ticketd.service.ratelimit": {
-        "BUCKET_MS", "LIMIT_SCRIPT", "Counter", "CounterPair", "Limited", "MintLimits", "Rate",
+        "BUCKET_MS", "CLOCK_SKEW_MS", "LIMIT_SCRIPT", "Counter", "CounterPair", "Limited",
+        "MintLimits", "Rate",
     },
     "ticketd.service.edge": {"RequestGuard", "is_canonical_path"},
     "ticketd.service.redeem": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from tests.support.service_support import APP_ORIGIN, cookie_for, make_settings,
 from ticketd.exceptions import StoreUnavailable
 from ticketd.issuer import TicketIssuer
 from ticketd.service.mintplan import MintPlan
-from ticketd.service.ratelimit import LIMIT_SCRIPT, Limited, MintLimits
+from ticketd.service.ratelimit import CLOCK_SKEW_MS, LIMIT_SCRIPT, Limited, MintLimits
 from ticketd.store import TicketStore
 
 pytestmark = pytest.mark.redis
@@ -60,7 +61,7 @@ async def test_outstanding_cap_holds_at_every_instant_across_a_window_boundary(
     hold nearly twice the cap there: three tickets at the end of one window weigh
     almost nothing late in the next one, while all three are still live.
     """
-    cap, ttl = 3, 30.0
+    cap, ttl, skew = 3, 30.0, CLOCK_SKEW_MS / 1000
     start = BOUNDARY - cap / 10  # the first `cap` attempts all land before the edge
     clock = Clock(start)
     limiter = limits(client, clock, max_outstanding_per_subject=cap)
@@ -74,7 +75,7 @@ async def test_outstanding_cap_holds_at_every_instant_across_a_window_boundary(
             issued.append(clock.now)
         else:
             assert verdict.limit == "outstanding"
-            assert 1 <= verdict.retry_after <= ttl + 1
+            assert 1 <= verdict.retry_after <= ttl + skew + 1
             refused += 1
         live = [t for t in issued if t + ttl > clock.now]
         assert len(live) <= cap, f"{len(live)} live tickets at {clock.now - BOUNDARY:+.1f} s"
@@ -83,8 +84,9 @@ async def test_outstanding_cap_holds_at_every_instant_across_a_window_boundary(
     assert issued[:cap] == [pytest.approx(start + i / 10) for i in range(cap)]
     assert all(t < BOUNDARY for t in issued[:cap])
     assert len(issued) > cap
-    # Within a second of the first tickets' expiry, the subject may mint again.
-    assert issued[cap] - issued[0] <= ttl + 1
+    # Counted for the clock skew past its TTL, then to the end of that second: within
+    # two seconds of the first ticket's expiry, the subject may mint again.
+    assert ttl + skew <= issued[cap] - issued[0] <= ttl + skew + 1
 
 
 async def test_rates_keep_their_sliding_window_at_the_boundary(client: Any) -> None:
@@ -143,7 +145,7 @@ async def test_noscript_after_script_flush_reloads_the_script(
     redis_sync.script_flush()
     assert await limiter.check(None, "dave") is None
     redis_sync.script_flush()
-    assert await limiter.check(None, "dave") == Limited("outstanding", 30)
+    assert await limiter.check(None, "dave") == Limited("outstanding", 31)
 
 
 async def test_noscript_never_falls_back_to_unscripted_commands(
@@ -314,10 +316,32 @@ async def test_a_paired_call_refused_crossslot_is_sent_one_key_at_a_time(
         assert await limiter.check("192.0.2.1", "alice") is None  # CROSSSLOT, then split
         paired.append(limiter.paired)
         assert paired == [True, False]  # one call per key from now on
-        assert await limiter.check("192.0.2.1", "alice") == Limited("outstanding", 30)
+        assert await limiter.check("192.0.2.1", "alice") == Limited("outstanding", 31)
         assert await limiter.check("192.0.2.1", "bob") == Limited("ip", 60)
         # The IP refused bob: his subject counter was never counted.
         clock.now += 60
         assert await limiter.check("192.0.2.2", "bob") is None
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("skew", [0.15, 0.9])
+async def test_the_cap_holds_when_another_instance_clock_runs_ahead(
+    any_async_redis: Any, skew: float
+) -> None:
+    """Buckets are placed and dropped by the calling instance's clock, while a ticket
+    lives its TTL on Redis' clock. B mints on a second boundary (no rounding slack);
+    0.1 s before that ticket's end, A — whose clock is ``skew`` ahead — must still
+    count it: a ticket counts CLOCK_SKEW_MS past its TTL. (Without that, A dropped
+    B's bucket and admitted a second live ticket under a cap of 1.)"""
+    t = float(BOUNDARY)
+    b_clock, a_clock = Clock(t), Clock(t + skew)
+    b = limits(any_async_redis, b_clock, max_outstanding_per_subject=1)
+    a = limits(any_async_redis, a_clock, max_outstanding_per_subject=1)
+    assert await b.check(None, "zoe") is None  # lives until t + 30 s on Redis' clock
+    b_clock.now, a_clock.now = t + 29.9, t + 29.9 + skew
+    assert await b.check(None, "zoe") == Limited("outstanding", 2)
+    assert await a.check(None, "zoe") == Limited("outstanding", math.ceil(31 - 29.9 - skew))
+    # And it is counted no longer than needed: past the skew, A mints again.
+    a_clock.now = t + 31
+    assert await a.check(None, "zoe") is None

@@ -1,15 +1,19 @@
 """RoundTrip: the groups of one loop iteration go as pipelines of at most ``max_batch``
-commands, a group never split, each group its own replies."""
+commands, a group never split, each group its own replies; no caller is ever stranded."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ticketd import batching, roundtrip
+from ticketd.batching import CommandBatcher
+from ticketd.exceptions import StoreUnavailable
 from ticketd.roundtrip import RoundTrip
 
 
@@ -103,3 +107,41 @@ async def test_pipelines_in_flight_count_against_max_pipelines(
     replies = await asyncio.gather(*first, *burst)
     assert replies == [[True, f"v{i}".encode(), 1] for i in range(6)]
     await trip.aclose()
+
+
+async def _cancelled_before_it_ran(
+    owner: RoundTrip | CommandBatcher, call: Callable[[], Awaitable[Any]]
+) -> asyncio.Future[Any]:
+    """Queue one caller, then cancel the pipeline task made for it before its first step
+    (a coroutine cancelled then never enters its ``try``/``finally``)."""
+    caller = asyncio.ensure_future(call())
+    for _ in range(10):
+        if owner._in_flight:
+            break
+        await asyncio.sleep(0)
+    (task,) = owner._in_flight
+    coro = task.get_coro()
+    assert inspect.iscoroutine(coro)
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.sleep(0)
+    return caller
+
+
+async def test_a_pipeline_cancelled_before_it_ran_fails_its_groups(any_async_redis: Any) -> None:
+    trip = RoundTrip(any_async_redis, deadline=1.0)
+    caller = await _cancelled_before_it_ran(trip, lambda: trip.send([("PING",)]))
+    assert caller.done()
+    with pytest.raises(StoreUnavailable):
+        caller.result()
+    await trip.aclose()
+
+
+async def test_a_batch_cancelled_before_it_ran_fails_its_callers(any_async_redis: Any) -> None:
+    batcher = CommandBatcher(any_async_redis, deadline=1.0)
+    caller = await _cancelled_before_it_ran(batcher, lambda: batcher.execute([("PING",)]))
+    assert caller.done()
+    with pytest.raises(RedisConnectionError):
+        caller.result()
+    await batcher.aclose()

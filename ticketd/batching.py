@@ -62,6 +62,12 @@ def _fail(
             future.set_exception(error())
 
 
+def _failer(
+    batch: list[tuple[Command, asyncio.Future[Any]]],
+) -> Callable[[asyncio.Task[None]], None]:
+    return lambda _: _fail(batch, lambda: RedisConnectionError("batch cancelled"))
+
+
 def _options(command: Command) -> dict[str, Any]:
     """redis-py parses a ``SET`` reply into a bool unless told the command has ``GET``:
     the redeem's ``SET key tombstone XX GET KEEPTTL`` must return the old value."""
@@ -207,6 +213,9 @@ class CommandBatcher:
             task = asyncio.get_running_loop().create_task(self._send(batch))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
+            # Cancelled before its first step, ``_send``'s ``finally`` never runs: fail
+            # its callers here (after a normal end every future is done already).
+            task.add_done_callback(_failer(batch))
 
     async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
         try:

@@ -135,6 +135,9 @@ class RoundTrip:
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
+        # A task cancelled before its first step never enters ``_send``'s ``finally``:
+        # its groups would wait forever. After a normal end this finds nothing to fail.
+        task.add_done_callback(lambda _: _fail(batch, RedisConnectionError("round trip cancelled")))
 
     async def _send(self, batch: list[_Group]) -> None:
         try:

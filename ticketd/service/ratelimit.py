@@ -8,9 +8,10 @@ Three independent limits, each off when configured as ``0``:
 - outstanding tickets per subject (``TICKETD_MAX_OUTSTANDING_PER_SUBJECT``):
   tickets issued to the subject whose TTL has not run out. Redeemed tickets keep
   counting until their TTL would have passed, and each ticket counts until the end
-  of the second its TTL ends in, so the count is an upper bound on what is really
-  outstanding — at every instant, window edges included, which is the safe
-  direction for a cap.
+  of the second in which its TTL plus :data:`CLOCK_SKEW_MS` (1 s) ends, so the count
+  is an upper bound on what is really outstanding — at every instant, window edges
+  included, and while the instances' clocks agree within a second — which is the
+  safe direction for a cap.
 
 The two rates are sliding-window counters (the ones ``limits`` calls
 ``SlidingWindowCounter``): a count per fixed window, and the previous window's
@@ -59,13 +60,28 @@ from ..roundtrip import RoundTrip, Script, send_with_scripts
 from ..tickets import Subject
 from .settings import Settings
 
-__all__ = ["BUCKET_MS", "LIMIT_SCRIPT", "Counter", "CounterPair", "Limited", "MintLimits", "Rate"]
+__all__ = [
+    "BUCKET_MS",
+    "CLOCK_SKEW_MS",
+    "LIMIT_SCRIPT",
+    "Counter",
+    "CounterPair",
+    "Limited",
+    "MintLimits",
+    "Rate",
+]
 
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*")
 _UNIT_MS = {"second": 1000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
 
 BUCKET_MS = 1000
 """The cap counts tickets per second of expiry."""
+
+CLOCK_SKEW_MS = 1000
+"""How far the clocks of ticketd instances (and Redis') may disagree while the cap stays
+an upper bound: a ticket counts this much past its TTL. Buckets are placed and dropped
+by the clock of the instance that calls, and one whose clock runs ahead would otherwise
+drop another's bucket while its ticket still lives on Redis' clock."""
 
 LIMIT_SCRIPT = Script(
     """
@@ -345,8 +361,9 @@ class MintLimits:
         limit, window = (
             (self.per_subject.limit, self.per_subject.window_ms) if self.per_subject else (0, 0)
         )
-        key_ttl = max(2 * window, self.ttl_ms + 2 * BUCKET_MS if self.cap else 0)
-        self._subject_config = _encoded(limit, window, self.cap, self.ttl_ms, 0, key_ttl)
+        counted_ms = self.ttl_ms + CLOCK_SKEW_MS  # how long the cap counts a ticket
+        key_ttl = max(2 * window, counted_ms + 2 * BUCKET_MS if self.cap else 0)
+        self._subject_config = _encoded(limit, window, self.cap, counted_ms, 0, key_ttl)
 
     def counters(
         self, ip: str | None, subject: Subject | None
