@@ -48,7 +48,9 @@ def test_rate_parse(text: str, rate: Rate | None) -> None:
     assert Rate.parse(text) == rate
 
 
-@pytest.mark.parametrize("text", ["", "30", "30/fortnight", "-1/minute", "x/minute"])
+@pytest.mark.parametrize(
+    "text", ["", "30", "30/fortnight", "-1/minute", "x/minute", "0/minute", "00/second"]
+)
 def test_rate_parse_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="not a rate"):
         Rate.parse(text)

@@ -201,6 +201,14 @@ def test_bad_rate(rate: str) -> None:
     ]
 
 
+@pytest.mark.parametrize("rate", ["0/minute", " 00 / seconds "])
+def test_a_rate_of_zero_is_refused_not_read_as_off(rate: str) -> None:
+    assert problems({**MINIMAL, "rate_limit_per_ip": rate}) == [
+        f"TICKETD_RATE_LIMIT_PER_IP: {rate.strip()!r} would refuse every mint; "
+        "set 0 to turn the limit off"
+    ]
+
+
 @pytest.mark.parametrize("proxy", ["10.0.0.0/33", "not-an-ip", "10.0.0.256"])
 def test_bad_proxy(proxy: str) -> None:
     assert problems({**MINIMAL, "trusted_proxies": f"10.0.0.1, {proxy}"}) == [

@@ -226,7 +226,7 @@ class Rate:
         if text.strip() == "0":
             return None
         match = _RATE.fullmatch(text)
-        if match is None:
+        if match is None or int(match[1]) == 0:  # "0/minute" is no rate: "0" turns it off
             raise ValueError(f"not a rate: {text!r}")
         return cls(int(match[1]), _UNIT_MS[match[2]])
 

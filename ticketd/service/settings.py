@@ -216,8 +216,15 @@ class Settings(BaseSettings):
     @field_validator("rate_limit_per_subject", "rate_limit_per_ip")
     @classmethod
     def _rate(cls, value: str) -> str:
-        if value.strip() != "0" and not _RATE.fullmatch(value):
+        if value.strip() == "0":
+            return "0"
+        match = _RATE.fullmatch(value)
+        if not match:
             raise ValueError("must look like '30/minute' (or 0 to disable)")
+        if int(match[1]) == 0:
+            raise ValueError(
+                f"{value.strip()!r} would refuse every mint; set 0 to turn the limit off"
+            )
         return value.strip()
 
     @field_validator("replay_webhook_url")
