@@ -56,7 +56,9 @@ EXPECTED: dict[str, set[str]] = {
     },
     "ticketd.audit.upgrade_checks": {"UpgradeChecks"},
     "ticketd.audit.weak": {"ALLOWED_ORIGIN", "AUDIENCES", "WEAKNESSES", "WeakServer"},
-    "ticketd.batching": {"Command", "CommandBatcher", "direct_pool", "exchange", "send_batch"},
+    "ticketd.batching": {
+        "Command", "CommandBatcher", "direct_pool", "exchange", "send_batch", "strand_none",
+    },
     "ticketd.roundtrip": {"RoundTrip", "Script", "send_with_scripts"},
     "ticketd.binding": {"canonical_ip", "check_binding"},
     "ticketd.connection": {

@@ -42,7 +42,7 @@ from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import DEFAULT_RESP_VERSION
 
-__all__ = ["Command", "CommandBatcher", "direct_pool", "exchange", "send_batch"]
+__all__ = ["Command", "CommandBatcher", "direct_pool", "exchange", "send_batch", "strand_none"]
 
 _PUSH: type | None
 try:
@@ -62,10 +62,23 @@ def _fail(
             future.set_exception(error())
 
 
-def _failer(
-    batch: list[tuple[Command, asyncio.Future[Any]]],
+def strand_none(
+    batch: Sequence[tuple[Any, asyncio.Future[Any]]], what: str
 ) -> Callable[[asyncio.Task[None]], None]:
-    return lambda _: _fail(batch, lambda: RedisConnectionError("batch cancelled"))
+    """A done callback for the task that sends ``batch``: every caller still waiting
+    when the task ends gets a store failure, ``"<what> cancelled"`` if the task was
+    cancelled (shutdown: its callers were not, and must not see a cancellation they did
+    not ask for), else ``"<what> abandoned"``. One place for every way a task can end,
+    including cancelled before its first step, where no ``finally`` in it ever runs;
+    after a normal end every future is done and this does nothing."""
+
+    def done(task: asyncio.Task[None]) -> None:
+        message = f"{what} {'cancelled' if task.cancelled() else 'abandoned'}"
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(RedisConnectionError(message))
+
+    return done
 
 
 def _options(command: Command) -> dict[str, Any]:
@@ -213,9 +226,7 @@ class CommandBatcher:
             task = asyncio.get_running_loop().create_task(self._send(batch))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
-            # Cancelled before its first step, ``_send``'s ``finally`` never runs: fail
-            # its callers here (after a normal end every future is done already).
-            task.add_done_callback(_failer(batch))
+            task.add_done_callback(strand_none(batch, "batch"))
 
     async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
         try:
@@ -231,16 +242,10 @@ class CommandBatcher:
                     future.set_exception(reply)
                 else:
                     future.set_result(reply)
-        except asyncio.CancelledError:
-            # The batch task itself was cancelled (shutdown): its callers were not, and
-            # must see a store failure, not a cancellation they did not ask for.
-            _fail(batch, lambda: RedisConnectionError("batch cancelled"))
-            raise
         except Exception as exc:  # connection lost, timeout: every caller fails
             failure = exc
             _fail(batch, lambda: failure)
-        finally:
-            _fail(batch, lambda: RedisConnectionError("batch abandoned"))  # never strand one
+        # A cancellation, or anything else that ends the task: strand_none().
 
     async def aclose(self) -> None:
         """Send what is queued, then wait for batches on the wire."""

@@ -29,7 +29,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from .batching import direct_pool, send_batch
+from .batching import direct_pool, send_batch, strand_none
 from .exceptions import StoreOperation, StoreUnavailable
 
 __all__ = ["RoundTrip", "Script", "send_with_scripts"]
@@ -135,9 +135,7 @@ class RoundTrip:
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
-        # A task cancelled before its first step never enters ``_send``'s ``finally``:
-        # its groups would wait forever. After a normal end this finds nothing to fail.
-        task.add_done_callback(lambda _: _fail(batch, RedisConnectionError("round trip cancelled")))
+        task.add_done_callback(strand_none(batch, "round trip"))
 
     async def _send(self, batch: list[_Group]) -> None:
         try:
@@ -152,13 +150,9 @@ class RoundTrip:
                 if not future.done():
                     future.set_result(replies[start:end])
                 start = end
-        except asyncio.CancelledError:
-            _fail(batch, RedisConnectionError("round trip cancelled"))
-            raise
         except Exception as exc:  # connection lost, deadline: every group fails
             _fail(batch, exc)
-        finally:
-            _fail(batch, RedisConnectionError("round trip abandoned"))  # never strand one
+        # A cancellation, or anything else that ends the task: strand_none().
 
     async def load(self, scripts: Sequence[Script]) -> None:
         """``SCRIPT LOAD`` each script (on Cluster: on every primary), within the deadline."""
