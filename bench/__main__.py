@@ -41,6 +41,13 @@ from .procs import WrkResult, redis_server, rss_bytes, uvicorn_app, wrk
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def in_turns(names: list[str], slices: int) -> list[str]:
+    """``names`` ``slices`` times over, the order rotated by one each time."""
+    return [
+        name for i in range(slices) for name in names[i % len(names) :] + names[: i % len(names)]
+    ]
+
+
 def http_mint(url: str, seconds: int, slices: int = 4) -> dict[str, Any]:
     """The four mint variants over HTTP, all four servers up at once and run in turns.
 
@@ -68,11 +75,9 @@ def http_mint(url: str, seconds: int, slices: int = 4) -> dict[str, Any]:
         for base, _ in servers.values():
             wrk(f"{base}/v1/tickets", "mint.lua", seconds=1, env=env)  # warm-up
         turns: dict[str, list[WrkResult]] = {name: [] for name, _ in variants}
-        names = [name for name, _ in variants]
-        for index in range(slices):
-            for name in names[index % len(names) :] + names[: index % len(names)]:
-                base, _ = servers[name]
-                turns[name].append(wrk(f"{base}/v1/tickets", "mint.lua", seconds=turn, env=env))
+        for name in in_turns([name for name, _ in variants], slices):
+            base, _ = servers[name]
+            turns[name].append(wrk(f"{base}/v1/tickets", "mint.lua", seconds=turn, env=env))
         out: dict[str, Any] = {}
         for name, results in turns.items():
             out[name] = {
@@ -132,12 +137,10 @@ def redeem_inproc(url: str, ops: int, slices: int = 4) -> dict[str, Any]:
         "raw_tombstone_set": inproc.raw_tombstone_set,
         "verifier": inproc.verifier_redeem,
     }
-    names = list(variants)
-    turns: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    turns: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     per_turn = max(1, ops // slices)
-    for index in range(slices):
-        for name in names[index % len(names) :] + names[: index % len(names)]:
-            turns[name].append(asyncio.run(variants[name](url, per_turn, 64)))
+    for name in in_turns(list(variants), slices):
+        turns[name].append(asyncio.run(variants[name](url, per_turn, 64)))
     return {
         name: {
             "ops": per_turn * len(results) / sum(per_turn / r["ops"] for r in results),
